@@ -1,0 +1,185 @@
+// Package server implements Envoy's envoy.service.auth.v3.Authorization service: it verifies the request's bearer
+// token, builds the policy input, evaluates the policy and turns the decision into a CheckResponse.
+//
+// Every failure on that path denies (fail closed). A present but invalid token is answered with 401 here and never
+// reaches the policy.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/finauthz/authz/authz/input"
+	"github.com/finauthz/authz/authz/policy"
+	"github.com/finauthz/authz/authz/response"
+	"github.com/finauthz/authz/authz/token"
+)
+
+// Verifier verifies a raw bearer token.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*token.Token, error)
+}
+
+// Evaluator evaluates the policy on an input document.
+type Evaluator interface {
+	Eval(ctx context.Context, input ast.Value) (*policy.Decision, error)
+}
+
+// Config holds what a Server needs; Verifier and Policy are required.
+type Config struct {
+	Verifier Verifier
+	Policy   Evaluator
+	Input    input.Options
+	Logger   *slog.Logger
+}
+
+// Server answers Envoy's Check calls.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	verifier Verifier
+	policy   Evaluator
+	inputOpt input.Options
+	log      *slog.Logger
+	health   *health.Server
+}
+
+// New returns a Server. Its health status starts NOT_SERVING; see WatchReadiness.
+func New(cfg Config) (*Server, error) {
+	if cfg.Verifier == nil || cfg.Policy == nil {
+		return nil, errors.New("server: Verifier and Policy are required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		verifier: cfg.Verifier,
+		policy:   cfg.Policy,
+		inputOpt: cfg.Input,
+		log:      log,
+		health:   health.NewServer(),
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	return s, nil
+}
+
+// Register adds the Authorization service, the standard gRPC health service and reflection to gs.
+func (s *Server) Register(gs *grpc.Server) {
+	authv3.RegisterAuthorizationServer(gs, s)
+	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+}
+
+// WatchReadiness polls ready every interval and mirrors it into the health service until ctx ends. Each change is
+// logged with the reason ready gives.
+func (s *Server) WatchReadiness(ctx context.Context, ready func() (bool, string), interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last, first := false, true
+	for {
+		ok, why := ready()
+		if ok != last || first {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if ok {
+				st = healthpb.HealthCheckResponse_SERVING
+				s.log.Info("ready: serving")
+			} else {
+				s.log.Warn("not ready", slog.String("why", why))
+			}
+			s.health.SetServingStatus("", st)
+			last, first = ok, false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Shutdown marks every service NOT_SERVING so that health-checking clients stop sending new checks.
+func (s *Server) Shutdown() { s.health.Shutdown() }
+
+// Check implements envoy.service.auth.v3.Authorization.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if err := ctx.Err(); err != nil {
+		// Envoy has given up on this check already; its status_on_error applies.
+		return nil, status.FromContextError(err).Err()
+	}
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	if httpReq == nil {
+		s.deny(ctx, "invalid_request", nil)
+		return response.Error("invalid_request"), nil
+	}
+
+	var tokValue ast.Value
+	raw, present, err := token.FromAuthorization(httpReq.GetHeaders()["authorization"])
+	if err == nil && present {
+		var tok *token.Token
+		tok, err = s.verifier.Verify(ctx, raw)
+		if err == nil {
+			tokValue = tok.Value()
+		}
+	}
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, status.FromContextError(ctxErr).Err()
+		}
+		reason := token.Reason(err)
+		s.deny(ctx, reason, httpReq, slog.String("token", token.Fingerprint(raw)), slog.String("error", err.Error()))
+		return response.InvalidToken(reason), nil
+	}
+
+	in, err := input.Build(req, tokValue, s.inputOpt)
+	if err != nil {
+		s.deny(ctx, "invalid_request", httpReq, slog.String("error", err.Error()))
+		return response.Error("invalid_request"), nil
+	}
+	d, err := s.policy.Eval(ctx, in)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, status.FromContextError(ctxErr).Err()
+		}
+		reason := "policy_error"
+		switch {
+		case errors.Is(err, policy.ErrUndefined):
+			reason = "policy_undefined"
+		case errors.Is(err, policy.ErrInvalidResult):
+			reason = "policy_invalid_result"
+		}
+		s.log.LogAttrs(ctx, slog.LevelError, "policy evaluation failed", slog.String("reason", reason), slog.String("error", err.Error()))
+		s.deny(ctx, reason, httpReq)
+		return response.Error(reason), nil
+	}
+	if !d.Allowed && s.log.Enabled(ctx, slog.LevelInfo) {
+		reason, _ := d.DynamicMetadata["reason"].(string)
+		if reason == "" {
+			reason = "policy_denied"
+		}
+		s.deny(ctx, reason, httpReq)
+	}
+	return response.FromDecision(d), nil
+}
+
+// deny logs one line per denied check: the reason and the request's method and id, never a token or header value.
+func (s *Server) deny(ctx context.Context, reason string, r *authv3.AttributeContext_HttpRequest, attrs ...slog.Attr) {
+	if !s.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs = append(attrs, slog.String("reason", reason))
+	if r != nil {
+		attrs = append(attrs, slog.String("method", r.GetMethod()), slog.String("request_id", r.GetId()))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "check denied", attrs...)
+}
