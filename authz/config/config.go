@@ -51,7 +51,7 @@ type Config struct {
 	// GracePeriod bounds how long a stopping server waits for in-flight checks.
 	GracePeriod Duration `yaml:"grace_period"`
 	// MaxRequestBytes bounds the size of one gRPC message received.
-	MaxRequestBytes int `yaml:"max_request_bytes"`
+	MaxRequestBytes int       `yaml:"max_request_bytes"`
 	Policy          Policy    `yaml:"policy"`
 	JWT             JWT       `yaml:"jwt"`
 	DevIssuer       DevIssuer `yaml:"dev_issuer"`
