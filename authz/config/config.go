@@ -263,6 +263,9 @@ func (c *Config) validate() error {
 	positive("jwt.refresh_interval", j.RefreshInterval)
 	positive("jwt.unknown_kid_cooldown", j.UnknownKIDCooldown)
 	positive("jwt.max_stale", j.MaxStale)
+	if j.MaxStale < j.RefreshInterval {
+		bad("jwt.max_stale", "must be at least jwt.refresh_interval (%s), or keys go stale between refreshes (got %s)", j.RefreshInterval.D(), j.MaxStale.D())
+	}
 	positive("jwt.fetch_timeout", j.FetchTimeout)
 	if j.MaxJWKSBytes < 1024 || j.MaxJWKSBytes > 16<<20 {
 		bad("jwt.max_jwks_bytes", "must be between 1024 and 16777216 (got %d)", j.MaxJWKSBytes)
