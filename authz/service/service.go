@@ -80,7 +80,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 	if s.policy, err = policy.New(ctx, pc); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	log.Info("policy loaded", slog.String("revision", s.policy.Revision()), slog.String("query", cfg.Policy.Query))
 
 	j := cfg.JWT
 	s.verifier, err = token.NewVerifier(context.WithoutCancel(ctx), token.Config{

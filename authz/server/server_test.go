@@ -1,0 +1,194 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/finauthz/authz/authz/devissuer"
+	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/policy"
+	"github.com/finauthz/authz/authz/token"
+	"github.com/finauthz/authz/policies"
+)
+
+// fixture is a Server wired to the shipped policies and a verifier that trusts a development issuer served by a
+// real HTTP JWKS endpoint.
+type fixture struct {
+	srv *Server
+	iss *devissuer.Issuer
+}
+
+func newFixture(tb testing.TB, cacheSize int) *fixture {
+	tb.Helper()
+	iss, err := devissuer.Open(filepath.Join(tb.TempDir(), "key.pem"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	jwks := httptest.NewServer(iss.Handler())
+	tb.Cleanup(jwks.Close)
+	ctx := context.Background()
+	v, err := token.NewVerifier(ctx, token.Config{
+		Issuers: []token.Issuer{{
+			Issuer: devissuer.IssuerURL, JWKSURI: jwks.URL + devissuer.JWKSPath,
+			Audiences: []string{devissuer.Audience}, Algorithms: []string{"ES256"},
+		}},
+		CacheSize: cacheSize,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(v.Close)
+	deadline := time.Now().Add(5 * time.Second)
+	for ok, _ := v.Ready(); !ok; ok, _ = v.Ready() {
+		if time.Now().After(deadline) {
+			tb.Fatal("verifier not ready within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e, err := policy.New(ctx, policy.Config{FS: policies.FS, Paths: []string{"."}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := New(Config{Verifier: v, Policy: e})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &fixture{srv: s, iss: iss}
+}
+
+func (f *fixture) mint(tb testing.TB, sub string) string {
+	tb.Helper()
+	raw, err := f.iss.Mint(devissuer.Claims{
+		Subject: sub, Scope: "accounts:read transactions:read",
+		Extra: map[string]any{"accounts": []string{"acc-123", "acc-456"}},
+	}, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw
+}
+
+// transactionsRequest is a typical check: a customer listing transactions of a consented account, with the
+// headers an edge Envoy forwards.
+func transactionsRequest(tb testing.TB, raw string) *authv3.CheckRequest {
+	tb.Helper()
+	req, err := envoyreq.New(envoyreq.Request{
+		URL: "https://api.bank.test/accounts/acc-123/transactions?from=2026-01-01&limit=50",
+		Headers: []string{
+			"authorization: Bearer " + raw,
+			"accept: application/json",
+			"user-agent: bank-app/7.1 (iOS 19)",
+			"x-forwarded-for: 203.0.113.7",
+			"x-forwarded-proto: https",
+			"x-device-posture: managed",
+			"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		},
+		Source:    "203.0.113.7:53122",
+		RequestID: "9f6c1d2e-2c7b-4e0a-9d6a-3f1f5c1d2e7b",
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return req
+}
+
+func TestCheckAllowsAGrantedRequestWithTheShippedPolicies(t *testing.T) {
+	f := newFixture(t, 0)
+	resp, err := f.srv.Check(context.Background(), transactionsRequest(t, f.mint(t, "alice")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := codes.Code(resp.GetStatus().GetCode()); code != codes.OK {
+		t.Fatalf("status = %v (%v), want OK", code, resp.GetDynamicMetadata())
+	}
+}
+
+func TestCheckFailsClosed(t *testing.T) {
+	f := newFixture(t, 0)
+	t.Run("a cancelled call returns the context's gRPC status, never an allow", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := f.srv.Check(ctx, transactionsRequest(t, f.mint(t, "alice")))
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("err = %v, want Canceled", err)
+		}
+	})
+	t.Run("a request without HTTP attributes is denied", func(t *testing.T) {
+		resp, err := f.srv.Check(context.Background(), &authv3.CheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetDeniedResponse() == nil || codes.Code(resp.GetStatus().GetCode()) == codes.OK {
+			t.Fatalf("resp = %v, want a deny", resp)
+		}
+		if r := resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue(); r != "invalid_request" {
+			t.Errorf("reason = %q, want invalid_request", r)
+		}
+	})
+}
+
+func TestNewRequiresItsDependencies(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("New without a verifier and a policy succeeded")
+	}
+}
+
+// BenchmarkCheck measures one Check in-process with the shipped policies: "cached" repeats one token (the
+// common case: a client reuses its access token), "fresh" mints a distinct token per iteration so every check
+// verifies a signature.
+func BenchmarkCheck(b *testing.B) {
+	b.Run("cached", func(b *testing.B) {
+		f := newFixture(b, 0)
+		req := transactionsRequest(b, f.mint(b, "alice"))
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			resp, err := f.srv.Check(ctx, req)
+			if err != nil || resp.GetStatus().GetCode() != 0 {
+				b.Fatalf("check: %v %v", err, resp.GetDynamicMetadata())
+			}
+		}
+	})
+	b.Run("fresh", func(b *testing.B) {
+		f := newFixture(b, -1)
+		reqs := make([]*authv3.CheckRequest, 512)
+		for i := range reqs {
+			reqs[i] = transactionsRequest(b, f.mint(b, fmt.Sprintf("user-%d", i)))
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		i := 0
+		for b.Loop() {
+			resp, err := f.srv.Check(ctx, reqs[i%len(reqs)])
+			if err != nil || resp.GetStatus().GetCode() != 0 {
+				b.Fatalf("check: %v %v", err, resp.GetDynamicMetadata())
+			}
+			i++
+		}
+	})
+	b.Run("cached-parallel", func(b *testing.B) {
+		f := newFixture(b, 0)
+		req := transactionsRequest(b, f.mint(b, "alice"))
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if resp, err := f.srv.Check(ctx, req); err != nil || resp.GetStatus().GetCode() != 0 {
+					b.Errorf("check: %v", err)
+					return
+				}
+			}
+		})
+	})
+}
