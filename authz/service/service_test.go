@@ -136,24 +136,29 @@ type harness struct {
 	done   chan error
 }
 
+// startService runs the service configured by yaml with testdata/policy.rego copied beside it.
 func startService(t testing.TB, yaml string) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{"policy.rego"} {
-		b, err := os.ReadFile(filepath.Join("testdata", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	b, err := os.ReadFile(filepath.Join("testdata", "policy.rego"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.rego"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startServiceIn(t, yaml, dir, Options{})
+}
+
+// startServiceIn runs the service configured by yaml, relative paths resolved against dir, and connects a client.
+func startServiceIn(t testing.TB, yaml, dir string, opts Options) *harness {
+	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), "test.yaml", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, Options{})
+	svc, err := New(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Business-hours rules name IANA time zones; the binary must not depend on the host's zoneinfo.
+	_ "time/tzdata"
 )
 
 const usage = `authz: Envoy external authorization service for financial APIs
