@@ -57,6 +57,24 @@ type Config struct {
 	DevIssuer       DevIssuer `yaml:"dev_issuer"`
 	Log             Log       `yaml:"log"`
 
+	// Observability: the admin HTTP listener, tracing and decision logs (telemetry.go).
+	Admin       Admin       `yaml:"admin"`
+	Tracing     Tracing     `yaml:"tracing"`
+	DecisionLog DecisionLog `yaml:"decision_log"`
+
+	// The gRPC listener's limits and transport security (transport.go).
+	MaxResponseBytes    int      `yaml:"max_response_bytes"`    // largest gRPC message sent
+	CheckTimeout        Duration `yaml:"check_timeout"`         // bounds a check whose deadline is absent or later
+	MaxConcurrentChecks int      `yaml:"max_concurrent_checks"` // checks in progress at once; more fail fast
+	MaxConnections      int      `yaml:"max_connections"`       // open connections; -1 for no bound
+	TLS                 TLS      `yaml:"tls"`
+
+	// RejectNonNormalizedPaths denies, with 400 invalid_path, a request whose path is not in the normal form
+	// Envoy forwards with normalize_path, merge_slashes and path_with_escaped_slashes_action: REJECT_REQUEST
+	// (dot segments, "//", an encoded "/" or "\", control characters, a ";" parameter, ...), so that a
+	// misconfigured Envoy cannot make the policy decide on a path the application reads differently. Default true.
+	RejectNonNormalizedPaths bool `yaml:"reject_non_normalized_paths"`
+
 	// Dir is the directory of the file the configuration was read from; relative paths resolve against it.
 	Dir string `yaml:"-"`
 	// File names the configuration's source in error messages.
@@ -135,7 +153,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes data (named name in errors), resolves relative paths against dir, applies defaults and
 // validates.
 func Parse(data []byte, name, dir string) (*Config, error) {
-	var c Config
+	// A boolean whose default is true is set before decoding: an absent key (or an explicit null) keeps it.
+	c := Config{RejectNonNormalizedPaths: true}
 	if err := decode(data, name, &c); err != nil {
 		return nil, err
 	}
@@ -152,6 +171,7 @@ func Parse(data []byte, name, dir string) (*Config, error) {
 	if c.DevIssuer.KeyFile != "" && !filepath.IsAbs(c.DevIssuer.KeyFile) {
 		c.DevIssuer.KeyFile = filepath.Join(dir, c.DevIssuer.KeyFile)
 	}
+	c.TLS.resolve(dir)
 	return &c, nil
 }
 
@@ -159,6 +179,8 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Listen, DefaultListen)
 	setDefault(&c.GracePeriod, Duration(DefaultGracePeriod))
 	setDefault(&c.MaxRequestBytes, DefaultMaxRequestBytes)
+	c.applyTransportDefaults()
+	c.applyTelemetryDefaults()
 	setDefault(&c.Policy.Query, DefaultQuery)
 	j := &c.JWT
 	setDefault(&j.Leeway, Duration(DefaultLeeway))
@@ -206,6 +228,8 @@ func (c *Config) validate() error {
 	if c.MaxRequestBytes < 1024 || c.MaxRequestBytes > 64<<20 {
 		bad("max_request_bytes", "must be between 1024 and 67108864 (got %d)", c.MaxRequestBytes)
 	}
+	c.validateTransport(bad)
+	c.validateTelemetry(bad)
 
 	switch {
 	case c.Policy.Builtin && len(c.Policy.Paths) > 0:

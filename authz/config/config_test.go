@@ -62,6 +62,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"token size bound", good + "  max_token_bytes: 10\n", "jwt.max_token_bytes: must be between"},
 		{"invalid yaml", "listen: [", "authz.yaml"},
 		{"duplicate key", good + "listen: 127.0.0.1:1\n", "listen: duplicate key"},
+		{"path check switch is a boolean", good + "reject_non_normalized_paths: \"no\"\n", `reject_non_normalized_paths: want true or false, got a string ("no")`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,6 +72,30 @@ func TestParseRejectsBadInput(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %q\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRejectNonNormalizedPathsIsOnUnlessTurnedOff(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want bool
+	}{
+		{"absent key keeps the check on", good, true},
+		{"explicit null keeps the check on", good + "reject_non_normalized_paths: null\n", true},
+		{"explicit true", good + "reject_non_normalized_paths: true\n", true},
+		{"explicit false turns it off", good + "reject_non_normalized_paths: false\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml), "authz.yaml", "/etc/authz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RejectNonNormalizedPaths != tc.want {
+				t.Errorf("RejectNonNormalizedPaths = %v, want %v", c.RejectNonNormalizedPaths, tc.want)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -61,6 +62,11 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 		return
 	}
 	switch v.Kind() {
+	case reflect.Pointer:
+		// A pointer tells an absent key (nil: the default applies) from an explicit zero value.
+		p := reflect.New(v.Type().Elem())
+		d.value(n, p.Elem(), key)
+		v.Set(p)
 	case reflect.Struct:
 		d.mapping(n, v, key)
 	case reflect.Slice:
@@ -97,6 +103,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 			return
 		}
 		v.SetInt(i)
+	case reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") {
+			d.fail(n, key, "want a number, got %s", kindName(n))
+			return
+		}
+		f, err := strconv.ParseFloat(n.Value, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			d.fail(n, key, "want a finite number (got %q)", n.Value)
+			return
+		}
+		v.SetFloat(f)
 	default:
 		panic("config: unsupported field kind " + v.Kind().String())
 	}

@@ -12,6 +12,7 @@
 //	denied by the policy    {"decision": "deny", "reason": "policy_denied", ...policy keys}
 //	InvalidToken(reason)    {"decision": "deny", "reason": reason}
 //	Error(reason)           {"decision": "deny", "reason": reason}
+//	BadRequest(reason)      {"decision": "deny", "reason": reason}
 //
 // Keys the policy sets in dynamic_metadata win, so a policy can give its own
 // "reason" for a deny.
@@ -38,6 +39,14 @@ const ReasonPolicyDenied = "policy_denied"
 // decision.
 const ReasonNoDecision = "policy_no_decision"
 
+// ReasonInvalidResult is the reason FromDecision gives to a decision whose
+// headers Envoy cannot take.
+const ReasonInvalidResult = "policy_invalid_result"
+
+// maxHeaderBytes is Envoy's limit on a header name and on a header value in
+// a HeaderValue (envoy/config/core/v3/base.proto).
+const maxHeaderBytes = 16384
+
 const (
 	keyDecision = "decision"
 	keyReason   = "reason"
@@ -49,6 +58,7 @@ const (
 	bearerInvalidToken = `Bearer error="invalid_token"`
 	bodyInvalidToken   = `{"error":"invalid_token"}`
 	bodyAccessDenied   = `{"error":"access_denied"}`
+	bodyBadRequest     = `{"error":"invalid_request"}`
 )
 
 // FromDecision returns the CheckResponse for a policy decision.
@@ -63,10 +73,15 @@ const (
 // overwrites whatever the client sent under that name, so a client can never
 // pass its own copy of an identity header upstream; further values of the
 // same name are added after it. Pseudo-headers, host and empty names are
-// never emitted.
+// never emitted. A header Envoy cannot take (longer than 16 KiB, or with
+// NUL, CR or LF) fails closed with Error(ReasonInvalidResult): cutting or
+// dropping it could let the client's own copy of that header through.
 func FromDecision(d *policy.Decision) *authv3.CheckResponse {
 	if d == nil {
 		return Error(ReasonNoDecision)
+	}
+	if !sendable(d.Headers) || !sendable(d.ResponseHeadersToAdd) {
+		return Error(ReasonInvalidResult)
 	}
 	if d.Allowed {
 		return &authv3.CheckResponse{
@@ -134,6 +149,26 @@ func Error(reason string) *authv3.CheckResponse {
 	}
 }
 
+// BadRequest returns the response for a request refused before any
+// decision because it is malformed (a path not in the form Envoy forwards):
+// INVALID_ARGUMENT and a 400 local reply with a generic JSON body (RFC 6750
+// §3.1 invalid_request). The reason goes to dynamic metadata only; nothing
+// of the request is echoed.
+func BadRequest(reason string) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.InvalidArgument)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
+			Headers: headerOptions([]policy.Header{{Key: "content-type", Value: contentTypeJSON}}),
+			Body:    bodyBadRequest,
+		}},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			keyDecision: structpb.NewStringValue("deny"),
+			keyReason:   structpb.NewStringValue(reason),
+		}},
+	}
+}
+
 // denyStatus is the status of a denied local reply: the policy's when it
 // is a final (non-1xx) status of Envoy's StatusCode enum, else 403.
 func denyStatus(code int) typev3.StatusCode {
@@ -143,6 +178,18 @@ func denyStatus(code int) typev3.StatusCode {
 		}
 	}
 	return typev3.StatusCode_Forbidden
+}
+
+// sendable reports whether every header fits Envoy's HeaderValue
+// constraints.
+func sendable(hs []policy.Header) bool {
+	for _, h := range hs {
+		if len(h.Key) > maxHeaderBytes || len(h.Value) > maxHeaderBytes ||
+			strings.ContainsAny(h.Key, "\x00\r\n") || strings.ContainsAny(h.Value, "\x00\r\n") {
+			return false
+		}
+	}
+	return true
 }
 
 // emittable reports whether a header name may be sent to Envoy: Envoy

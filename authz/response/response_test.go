@@ -2,6 +2,7 @@ package response
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -284,6 +285,52 @@ func TestError(t *testing.T) {
 	}
 }
 
+func TestBadRequest(t *testing.T) {
+	t.Parallel()
+	got := BadRequest("invalid_path")
+	want := deniedResponse(codes.InvalidArgument, &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
+		Headers: []*corev3.HeaderValueOption{header("content-type", "application/json", overwrite)},
+		Body:    `{"error":"invalid_request"}`,
+	}, meta(t, map[string]any{"decision": "deny", "reason": "invalid_path"}))
+	if !proto.Equal(want, got) {
+		t.Errorf("BadRequest =\n%s\nwant\n%s", text(got), text(want))
+	}
+	if err := got.ValidateAll(); err != nil {
+		t.Errorf("response fails Envoy's proto validation: %v", err)
+	}
+}
+
+func TestFromDecisionFailsClosedOnHeadersEnvoyCannotTake(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("v", 16385)
+	tests := []struct {
+		name string
+		d    *policy.Decision
+	}{
+		{"an allow setting a header value over 16 KiB is denied", &policy.Decision{Allowed: true, Headers: []policy.Header{{Key: "x-subject", Value: long}}}},
+		{"an allow setting a header name over 16 KiB is denied", &policy.Decision{Allowed: true, Headers: []policy.Header{{Key: "x-" + long, Value: "1"}}}},
+		{"an allow adding a response header over 16 KiB is denied", &policy.Decision{Allowed: true, ResponseHeadersToAdd: []policy.Header{{Key: "x-a", Value: long}}}},
+		{"an allow setting a header value with CR LF is denied", &policy.Decision{Allowed: true, Headers: []policy.Header{{Key: "x-a", Value: "1\r\nx-subject: admin"}}}},
+		{"a deny with a header value over 16 KiB stays a deny", &policy.Decision{HTTPStatus: 401, Headers: []policy.Header{{Key: "www-authenticate", Value: long}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := FromDecision(tc.d)
+			if err := got.ValidateAll(); err != nil {
+				t.Fatalf("response fails Envoy's proto validation: %v", err)
+			}
+			if !proto.Equal(got, Error(ReasonInvalidResult)) {
+				t.Errorf("FromDecision =\n%s\nwant Error(%q)", text(got), ReasonInvalidResult)
+			}
+		})
+	}
+	exact := &policy.Decision{Allowed: true, Headers: []policy.Header{{Key: "x-a", Value: long[1:]}}}
+	if got := FromDecision(exact); got.GetOkResponse() == nil || got.ValidateAll() != nil {
+		t.Errorf("a header value of exactly 16 KiB was not allowed through: %s", text(got))
+	}
+}
+
 func TestResponsesAreNotShared(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -292,6 +339,7 @@ func TestResponsesAreNotShared(t *testing.T) {
 	}{
 		{"invalid token", func() *authv3.CheckResponse { return InvalidToken("token_expired") }},
 		{"error", func() *authv3.CheckResponse { return Error("policy_error") }},
+		{"bad request", func() *authv3.CheckResponse { return BadRequest("invalid_path") }},
 		{"decision", func() *authv3.CheckResponse {
 			return FromDecision(&policy.Decision{Headers: []policy.Header{{Key: "x-a", Value: "1"}}})
 		}},

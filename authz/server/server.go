@@ -41,6 +41,12 @@ type Config struct {
 	Policy   Evaluator
 	Input    input.Options
 	Logger   *slog.Logger
+	// Observer, when set, is told about every check (metrics, traces, decision logs).
+	Observer Observer
+	// AllowNonNormalizedPaths turns off the path check: by default a path that is not in the normal form Envoy
+	// forwards (dot segments, "//", an encoded "/", "\" or control character, a ";" parameter, ...) is denied
+	// with 400 and reason invalid_path before the token or the policy is looked at.
+	AllowNonNormalizedPaths bool
 }
 
 // Server answers Envoy's Check calls.
@@ -50,8 +56,10 @@ type Server struct {
 	verifier Verifier
 	policy   Evaluator
 	inputOpt input.Options
+	rawPaths bool
 	log      *slog.Logger
 	health   *health.Server
+	obs      Observer
 }
 
 // New returns a Server. Its health status starts NOT_SERVING; see WatchReadiness.
@@ -67,8 +75,10 @@ func New(cfg Config) (*Server, error) {
 		verifier: cfg.Verifier,
 		policy:   cfg.Policy,
 		inputOpt: cfg.Input,
+		rawPaths: cfg.AllowNonNormalizedPaths,
 		log:      log,
 		health:   health.NewServer(),
+		obs:      cfg.Observer,
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	return s, nil
@@ -113,6 +123,20 @@ func (s *Server) Shutdown() { s.health.Shutdown() }
 
 // Check implements envoy.service.auth.v3.Authorization.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if s.obs == nil {
+		var info CheckInfo
+		return s.check(ctx, req, &info)
+	}
+	info := &CheckInfo{Request: req, Start: time.Now()}
+	ctx = s.obs.CheckStart(ctx, req)
+	resp, err := s.check(ctx, req, info)
+	info.Duration, info.Response, info.Err = time.Since(info.Start), resp, err
+	s.obs.CheckDone(ctx, info)
+	return resp, err
+}
+
+// check decides; it records what it learns along the way in info.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *CheckInfo) (*authv3.CheckResponse, error) {
 	if err := ctx.Err(); err != nil {
 		// Envoy has given up on this check already; its status_on_error applies.
 		return nil, status.FromContextError(err).Err()
@@ -122,6 +146,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.deny(ctx, "invalid_request", nil)
 		return response.Error("invalid_request"), nil
 	}
+	if !s.rawPaths {
+		if why := pathProblem(httpReq.GetPath()); why != "" {
+			s.deny(ctx, "invalid_path", httpReq, slog.String("why", why))
+			return response.BadRequest("invalid_path"), nil
+		}
+	}
 
 	var tokValue ast.Value
 	raw, present, err := token.FromAuthorization(httpReq.GetHeaders()["authorization"])
@@ -130,6 +160,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		tok, err = s.verifier.Verify(ctx, raw)
 		if err == nil {
 			tokValue = tok.Value()
+			info.Token = tok
 		}
 	}
 	if err != nil {
@@ -146,6 +177,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.deny(ctx, "invalid_request", httpReq, slog.String("error", err.Error()))
 		return response.Error("invalid_request"), nil
 	}
+	info.Input = in
 	d, err := s.policy.Eval(ctx, in)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -162,6 +194,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.deny(ctx, reason, httpReq)
 		return response.Error(reason), nil
 	}
+	info.Decision = d
 	if !d.Allowed && s.log.Enabled(ctx, slog.LevelInfo) {
 		reason, _ := d.DynamicMetadata["reason"].(string)
 		if reason == "" {

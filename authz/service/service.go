@@ -4,6 +4,7 @@ package service
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/finauthz/authz/authz/config"
 	"github.com/finauthz/authz/authz/devissuer"
+	"github.com/finauthz/authz/authz/filewatch"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/server"
 	"github.com/finauthz/authz/authz/token"
@@ -27,6 +29,19 @@ type Options struct {
 	// BuiltinPolicies is the policy library compiled into the binary, used when policy.builtin is true.
 	BuiltinPolicies fs.FS
 	Logger          *slog.Logger
+
+	// OnPolicyReload, when set, is called after each reload of policy.paths that a file change caused: with the
+	// new revision and a nil error when a new policy was swapped in, or with the revision still serving and the
+	// error when the files did not load or compile (the previous policy keeps serving). A change that leaves the
+	// content as it was is not reported. It runs on the watch's goroutine, one call at a time.
+	OnPolicyReload func(revision string, err error)
+	// OnCertificateReload, when set, is called after each reload of the tls.* files: with the new leaf
+	// certificate when it was swapped in, or with nil and the error when the files did not load (the previous
+	// certificate keeps serving).
+	OnCertificateReload func(leaf *x509.Certificate, err error)
+	// OnCheckRejected, when set, is called for each check refused because max_concurrent_checks were in
+	// progress. It runs on the request path: keep it cheap.
+	OnCheckRejected func()
 }
 
 // Service is a configured, started authorization service.
@@ -40,6 +55,8 @@ type Service struct {
 	policy   *policy.Engine
 	dev      *http.Server
 	devLis   net.Listener
+	tel      telemetryParts
+	watchers []*filewatch.Watcher // policy and certificate files; Run runs them
 }
 
 // New builds every component and binds the listeners, so that a port already in use or a policy that does not
@@ -55,6 +72,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 			s.close()
 		}
 	}()
+	if err := s.startTelemetry(ctx, &opts); err != nil {
+		return nil, err
+	}
+	log = s.log // redacted (telemetry.go)
 
 	issuers := make([]token.Issuer, 0, len(cfg.JWT.Issuers)+1)
 	for _, is := range cfg.JWT.Issuers {
@@ -80,6 +101,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 	if s.policy, err = policy.New(ctx, pc); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
+	if !cfg.Policy.Builtin {
+		if err := s.watchPolicy(cfg.Policy.Paths, opts.OnPolicyReload); err != nil {
+			return nil, fmt.Errorf("policy.paths: %w", err)
+		}
+	}
 
 	j := cfg.JWT
 	s.verifier, err = token.NewVerifier(context.WithoutCancel(ctx), token.Config{
@@ -93,23 +119,35 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 		MaxJWKSBytes:       int64(j.MaxJWKSBytes),
 		CacheSize:          j.CacheSize,
 		Logger:             log,
+		OnFetch:            s.jwksFetched(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jwt: %w", err)
 	}
 
-	s.srv, err = server.New(server.Config{Verifier: s.verifier, Policy: s.policy, Logger: log})
+	s.srv, err = server.New(s.observe(server.Config{
+		Verifier: s.verifier, Policy: s.policy, Logger: log, AllowNonNormalizedPaths: !cfg.RejectNonNormalizedPaths,
+	}))
 	if err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(
+	if !cfg.RejectNonNormalizedPaths {
+		log.Warn("reject_non_normalized_paths is off: the policy decides on paths as they arrive, which is safe only " +
+			"if the application reads every path exactly as the policy does")
+	}
+	transport, err := s.transportOptions(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.grpc = grpc.NewServer(append(transport,
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	s.srv.Register(s.grpc)
 	if s.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	s.lis = s.limitConnections(s.lis)
 	return s, nil
 }
 
@@ -148,9 +186,12 @@ func (s *Service) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.srv.WatchReadiness(watchCtx, s.Ready, 250*time.Millisecond)
+	stopWatchers := s.runWatchers(ctx)
+	defer stopWatchers()
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lis) }()
+	s.serveAdmin()
 	s.log.Info("serving", slog.String("listen", s.lis.Addr().String()))
 
 	select {
@@ -173,6 +214,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) close() {
+	s.closeWatchers()
 	if s.grpc != nil {
 		s.grpc.Stop()
 	} else if s.lis != nil {
@@ -186,4 +228,5 @@ func (s *Service) close() {
 	if s.verifier != nil {
 		s.verifier.Close()
 	}
+	s.closeTelemetry()
 }

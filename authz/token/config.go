@@ -61,6 +61,10 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives fetch failures and key set changes. Default slog.Default().
 	Logger *slog.Logger
+	// OnFetch, when set, is called after every JWKS fetch with the issuer (as configured) and the outcome,
+	// nil on success; fetches cut short by Close are not reported. It runs on the fetching goroutine, so it
+	// must return quickly. For metrics.
+	OnFetch func(issuer string, err error)
 	// Now is the clock for token validity, key set age, cooldowns and the cache. Default time.Now. The
 	// background refresh schedule runs on real timers regardless.
 	Now func() time.Time
@@ -98,6 +102,7 @@ type settings struct {
 	httpClient         *http.Client
 	ownedTransport     *http.Transport // closed by Verifier.Close when the default client is used
 	logger             *slog.Logger
+	onFetch            func(issuer string, err error)
 	now                func() time.Time
 }
 
@@ -129,6 +134,7 @@ func (c Config) resolve() (settings, error) {
 		maxJWKSBytes:       orDefault(c.MaxJWKSBytes, DefaultMaxJWKSBytes),
 		cacheSize:          orDefault(c.CacheSize, DefaultCacheSize),
 		logger:             c.Logger,
+		onFetch:            c.OnFetch,
 		now:                c.Now,
 	}
 	for _, d := range []struct {

@@ -86,6 +86,7 @@ type keySet struct {
 	timeout  time.Duration
 	now      func() time.Time
 	log      *slog.Logger
+	onFetch  func(issuer string, err error)
 	life     *lifecycle
 
 	snap atomic.Pointer[keySnapshot]
@@ -110,6 +111,7 @@ func newKeySet(is issuerSettings, s settings, life *lifecycle) *keySet {
 		timeout:  s.fetchTimeout,
 		now:      s.now,
 		log:      s.logger.With(slog.String("issuer", is.issuer), slog.String("jwks_uri", is.jwksURI.Redacted())),
+		onFetch:  s.onFetch,
 		life:     life,
 	}
 }
@@ -181,6 +183,9 @@ func (ks *keySet) fly(f *flight) {
 	failures := ks.failures
 	ks.mu.Unlock()
 
+	if ks.onFetch != nil && ks.life.ctx.Err() == nil {
+		ks.onFetch(ks.issuer, err)
+	}
 	if err != nil && ks.life.ctx.Err() == nil {
 		attrs := []slog.Attr{slog.String("error", err.Error()), slog.Int("consecutive_failures", failures)}
 		if s := ks.snap.Load(); s != nil {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -31,6 +32,8 @@ type Verifier struct {
 	life           *lifecycle
 	ownedTransport interface{ CloseIdleConnections() }
 	closeOnce      sync.Once
+	cacheHits      atomic.Uint64
+	cacheMisses    atomic.Uint64
 }
 
 type issuer struct {
@@ -126,6 +129,26 @@ func (v *Verifier) Ready() (bool, string) {
 	return true, ""
 }
 
+// CacheStats returns how many verifications the verification cache answered (hits) and how many it did not
+// (misses) since NewVerifier. Tokens refused before the lookup (empty or too large) count as neither; both stay
+// zero when the cache is disabled.
+func (v *Verifier) CacheStats() (hits, misses uint64) {
+	return v.cacheHits.Load(), v.cacheMisses.Load()
+}
+
+// KeySetAges returns, for each issuer that has keys, the time since its key set was last fetched
+// successfully. Issuers still waiting for their first key set are absent.
+func (v *Verifier) KeySetAges() map[string]time.Duration {
+	now := v.now()
+	ages := make(map[string]time.Duration, len(v.order))
+	for _, iss := range v.order {
+		if s := iss.keys.snap.Load(); s != nil {
+			ages[iss.name] = now.Sub(s.fetchedAt)
+		}
+	}
+	return ages
+}
+
 // Verify checks a compact JWS and returns its decoded header and claims. The token's iss claim selects the
 // issuer; the signature must verify with that issuer's keys using one of its algorithms, exp is required,
 // exp, nbf and iat are checked with the configured leeway, and aud must name one of the issuer's audiences.
@@ -145,8 +168,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if v.cache != nil {
 		sum = v.digest(raw)
 		if tok := v.cache.get(&sum, now); tok != nil {
+			v.cacheHits.Add(1)
 			return tok, nil
 		}
+		v.cacheMisses.Add(1)
 	}
 	tok, used, err := v.verify(ctx, raw)
 	if err != nil {
