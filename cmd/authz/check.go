@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -35,6 +40,9 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	data := fs.String("d", "", "request body (sent as with_request_body would, up to 8 KiB)")
 	timeout := fs.Duration("timeout", 2*time.Second, "deadline of the Check call (Envoy's ext_authz timeout)")
 	asJSON := fs.Bool("json", false, "print the raw CheckResponse as JSON")
+	caFile := fs.String("cacert", "", "CA bundle to verify a TLS listener (enables TLS)")
+	certFile := fs.String("cert", "", "client certificate for an mTLS listener")
+	keyFile := fs.String("key", "", "client private key for an mTLS listener")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,7 +58,12 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "authz check: %v\n", err)
 		return exitError(2)
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := clientCredentials(*caFile, *certFile, *keyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "authz check: %v\n", err)
+		return exitError(2)
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintf(stderr, "authz check: %v\n", err)
 		return exitError(2)
@@ -76,6 +89,34 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return exitError(1)
 	}
 	return nil
+}
+
+// clientCredentials is plaintext without a CA file (the default listener is loopback plaintext), TLS 1.2+ with
+// one, and mTLS when a client certificate is given as well.
+func clientCredentials(caFile, certFile, keyFile string) (credentials.TransportCredentials, error) {
+	if caFile == "" {
+		if certFile != "" || keyFile != "" {
+			return nil, errors.New("--cert and --key need --cacert")
+		}
+		return insecure.NewCredentials(), nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", caFile)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if certFile != "" || keyFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 // describe prints a CheckResponse for a person.

@@ -50,6 +50,8 @@ func TestUsageAndUnknownCommand(t *testing.T) {
 		{"compliance of a missing directory fails", []string{"compliance", "--policies", "does-not-exist"}, 1},
 		{"check without a URL is an error", []string{"check"}, 2},
 		{"check with a bad header is an error", []string{"check", "-H", "nocolon", "http://x/"}, 2},
+		{"check with a client certificate but no CA is an error", []string{"check", "--cert", "c.pem", "--key", "k.pem", "http://x/"}, 2},
+		{"check with a missing CA file is an error", []string{"check", "--cacert", "missing.pem", "http://x/"}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
