@@ -121,6 +121,7 @@ func tryStartAuthz(t *testing.T) (*authzProc, error) {
 grace_period: 5s
 policy:
   paths: [%q]
+  validation_query: data.authz.lib.routing.errors
 dev_issuer:
   enabled: true
   listen: 127.0.0.1:%d

@@ -11,7 +11,8 @@ const Query = "data.envoy.authz.allow"
 
 // ValidationQuery evaluates to the set of problems of the loaded route table, one
 // message each. A table is fit to serve when the set is empty; evaluate it once
-// after loading, before serving, so that a broken table is rejected at start.
+// after loading, before serving (policy.Config.ValidationQuery), so that a broken
+// table is rejected at start: the policy does not check the table per request.
 const ValidationQuery = "data.authz.lib.routing.errors"
 
 // FS holds the Rego modules, their _test.rego files and routes.yaml, at their paths

@@ -154,6 +154,24 @@ func TestRulesCarryAnnotations(t *testing.T) {
 	}
 }
 
+// TestQueryIsAnEntrypoint keeps the annotation that has the policy engine partially
+// evaluate the policy at load (README.md, Evaluation cost).
+func TestQueryIsAnEntrypoint(t *testing.T) {
+	t.Parallel()
+	query := ast.MustParseRef(policies.Query)
+	for _, module := range load(t).ParsedModules() {
+		if !query.HasPrefix(module.Package.Path) {
+			continue
+		}
+		for _, a := range module.Annotations {
+			if a.Scope == "package" && a.Entrypoint {
+				return
+			}
+		}
+	}
+	t.Fatalf("no package of %s is annotated entrypoint: true", policies.Query)
+}
+
 func TestShippedRouteTableIsValid(t *testing.T) {
 	t.Parallel()
 	problems := eval(t, policies.ValidationQuery, nil)

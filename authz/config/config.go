@@ -89,6 +89,9 @@ type Policy struct {
 	Builtin bool `yaml:"builtin"`
 	// Query is the decision's reference; OPA-Envoy's default.
 	Query string `yaml:"query"`
+	// ValidationQuery, when set, is evaluated once per policy revision: a non-empty result (a set or array of
+	// messages) refuses the revision. The shipped library's is data.authz.lib.routing.errors.
+	ValidationQuery string `yaml:"validation_query"`
 }
 
 // JWT configures bearer token verification.
@@ -244,6 +247,9 @@ func (c *Config) validate() error {
 	}
 	if !strings.HasPrefix(c.Policy.Query, "data.") {
 		bad("policy.query", "must be a reference under data (got %q)", c.Policy.Query)
+	}
+	if v := c.Policy.ValidationQuery; v != "" && !strings.HasPrefix(v, "data.") {
+		bad("policy.validation_query", "must be a reference under data (got %q)", v)
 	}
 
 	j := c.JWT

@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +13,10 @@ import (
 	"log/slog"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
@@ -44,21 +47,59 @@ type Config struct {
 	// when empty. It must be one expression, and when it is a reference
 	// into data some rule or data document must define it.
 	Query string
+	// ValidationQuery, when set, is evaluated once when a revision has
+	// compiled, before it serves: its value is a set (or array) of problem
+	// messages, such as the route table errors of the shipped policies
+	// (policies.ValidationQuery). A non-empty value refuses the revision with a
+	// *ValidationError listing them: New fails, and Reload keeps the serving
+	// revision. Like Query, it must be one expression, and some rule or data
+	// document must define it.
+	ValidationQuery string
 	// StrictBuiltinErrors makes a builtin error (such as to_number("x"))
 	// an evaluation error instead of an undefined expression, like
 	// `opa eval --strict-builtin-errors`. Off by default, matching `opa test`.
 	StrictBuiltinErrors bool
+	// PartialEval selects when a revision's query is prepared from the residual
+	// policy of partial evaluation rather than from the policy as written.
+	// Partial evaluation (as `opa build --optimize` does for bundles) treats
+	// the input as the only unknown: whatever depends on data alone, such as
+	// loops over a route table, is computed once per revision, and each
+	// request evaluates only what is left. Decisions are the same either way.
+	// It pays off for policies written for it, and can cost more than it saves
+	// for others (a rule it inlines at each reference is evaluated at each),
+	// so by default it applies to policies that ask for it.
+	PartialEval PartialEvalMode
+	// partialEvalTimeout and maxResidualRules override defaultPartialEvalTimeout
+	// and defaultMaxResidualRules when positive (for tests).
+	partialEvalTimeout time.Duration
+	maxResidualRules   int
 	// Logger receives reload events and the output of print() calls in
 	// the policy (at debug level); slog.Default() when nil.
 	Logger *slog.Logger
 }
 
+// PartialEvalMode is Config.PartialEval.
+type PartialEvalMode int
+
+const (
+	// PartialEvalEntrypoints, the default, partially evaluates the query when
+	// it refers to a rule or package annotated `entrypoint: true`: the
+	// annotation with which `opa build --optimize` selects what to partially
+	// evaluate.
+	PartialEvalEntrypoints PartialEvalMode = iota
+	// PartialEvalAlways partially evaluates every policy.
+	PartialEvalAlways
+	// PartialEvalNever prepares every policy as written.
+	PartialEvalNever
+)
+
 // Engine evaluates the policy query against an input. It is safe for
 // concurrent use; Reload swaps the policy without blocking Eval.
 type Engine struct {
-	cfg    Config
-	query  ast.Body
-	logger *slog.Logger
+	cfg        Config
+	query      ast.Body
+	validation ast.Body // nil without Config.ValidationQuery
+	logger     *slog.Logger
 
 	current  atomic.Pointer[snapshot]
 	reloadMu sync.Mutex // serialises Reload so an older load never replaces a newer one
@@ -68,8 +109,31 @@ type Engine struct {
 type snapshot struct {
 	revision string
 	files    int
+	// prepared is the query evaluated for every request: prepared from the
+	// residual policy of partial evaluation when partial is set, else from the
+	// policy as written.
 	prepared rego.PreparedEvalQuery
+	partial  bool
+	// written is the query prepared from the policy as written, kept when
+	// partial is set to report evaluation errors: the residual policy's
+	// expressions have lost their source locations.
+	written rego.PreparedEvalQuery
 }
+
+const (
+	// partialNamespace is the package under which partial evaluation places
+	// the residual policy; unlike OPA's default, "partial", no policy is
+	// likely to use it.
+	partialNamespace = "__authz_partial__"
+	// defaultPartialEvalTimeout bounds partial evaluation, which computes at
+	// load everything that depends on data alone, even what only some rare
+	// request would reach; past it the policy is evaluated as written.
+	defaultPartialEvalTimeout = 10 * time.Second
+	// defaultMaxResidualRules bounds the residual policy. Partial evaluation
+	// unrolls loops over data; a policy that nests such loops could unroll
+	// into more rules than evaluating it as written costs.
+	defaultMaxResidualRules = 20000
+)
 
 // New loads, compiles and prepares the policy, and returns an Engine
 // ready to evaluate it.
@@ -81,14 +145,16 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Query == "" {
 		cfg.Query = DefaultQuery
 	}
-	query, err := ast.ParseBodyWithOpts(cfg.Query, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	query, err := parseQuery("query", cfg.Query)
 	if err != nil {
-		return nil, fmt.Errorf("policy: query %q: %w", cfg.Query, err)
-	}
-	if len(query) != 1 {
-		return nil, fmt.Errorf("policy: query %q: want one expression, got %d", cfg.Query, len(query))
+		return nil, err
 	}
 	e := &Engine{cfg: cfg, query: query, logger: cfg.Logger}
+	if cfg.ValidationQuery != "" {
+		if e.validation, err = parseQuery("validation query", cfg.ValidationQuery); err != nil {
+			return nil, err
+		}
+	}
 	if e.logger == nil {
 		e.logger = slog.Default()
 	}
@@ -98,8 +164,21 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.current.Store(s)
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy loaded",
-		slog.String("revision", s.revision), slog.Int("files", s.files), slog.String("query", cfg.Query))
+		slog.String("revision", s.revision), slog.Int("files", s.files), slog.String("query", cfg.Query),
+		slog.Bool("partial_eval", s.partial))
 	return e, nil
+}
+
+// parseQuery parses a query of one expression.
+func parseQuery(what, query string) (ast.Body, error) {
+	body, err := ast.ParseBodyWithOpts(query, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return nil, fmt.Errorf("policy: %s %q: %w", what, query, err)
+	}
+	if len(body) != 1 {
+		return nil, fmt.Errorf("policy: %s %q: want one expression, got %d", what, query, len(body))
+	}
+	return body, nil
 }
 
 // cleanPaths copies paths, and makes them valid fs.FS names (no "./" or
@@ -133,10 +212,24 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (*Decision, error) {
 	// only runs one if ctx is actually cancelled while evaluating.
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)
+	vc := virtualCaches.Get().(*virtualCache)
 	rs, err := s.prepared.Eval(ctx,
 		rego.EvalParsedInput(input),
 		rego.EvalMetrics(metrics.NoOp()),
-		rego.EvalExternalCancel(cancel))
+		rego.EvalExternalCancel(cancel),
+		rego.EvalVirtualCache(vc))
+	vc.reset()
+	if err != nil && s.partial && ctx.Err() == nil {
+		// Errors are rare; evaluating the policy as written reports them at
+		// the rule that raised them.
+		rs, err = s.written.Eval(ctx,
+			rego.EvalParsedInput(input),
+			rego.EvalMetrics(metrics.NoOp()),
+			rego.EvalExternalCancel(cancel),
+			rego.EvalVirtualCache(vc))
+		vc.reset()
+	}
+	virtualCaches.Put(vc)
 	stop()
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil && topdown.IsCancel(err) {
@@ -209,7 +302,8 @@ func (e *Engine) Reload(ctx context.Context) error {
 	}
 	e.current.Store(s)
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy reloaded",
-		slog.String("revision", s.revision), slog.String("previous", old.revision), slog.Int("files", s.files))
+		slog.String("revision", s.revision), slog.String("previous", old.revision), slog.Int("files", s.files),
+		slog.Bool("partial_eval", s.partial))
 	return nil
 }
 
@@ -241,27 +335,197 @@ func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkDefined(compiler, files.documents, e.query); err != nil {
+	if err := checkDefined("query", compiler, files.documents, e.query); err != nil {
 		return nil, err
 	}
+	if e.validation != nil {
+		if err := e.validate(ctx, compiler, store, files); err != nil {
+			return nil, err
+		}
+	}
 
-	r := rego.New(
+	s := &snapshot{revision: files.revision, files: files.count}
+	if s.prepared, err = e.prepare(ctx, compiler, store, files.revision, false); err != nil {
+		return nil, err
+	}
+	if !e.partialEval(compiler) {
+		return s, nil
+	}
+	residual, err := e.prepareResidual(ctx, store, files)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("policy: prepare %s: %w", e.cfg.Query, ctxErr)
+		}
+		e.logger.LogAttrs(ctx, slog.LevelWarn, "policy: partial evaluation failed, evaluating the policy as written",
+			slog.String("revision", files.revision), slog.String("error", err.Error()))
+		return s, nil
+	}
+	s.written, s.prepared, s.partial = s.prepared, residual, true
+	return s, nil
+}
+
+// partialEval reports whether the configuration asks to partially evaluate
+// the compiled policy.
+func (e *Engine) partialEval(compiler *ast.Compiler) bool {
+	switch e.cfg.PartialEval {
+	case PartialEvalAlways:
+		return true
+	case PartialEvalNever:
+		return false
+	}
+	term, ok := e.query[0].Terms.(*ast.Term)
+	if !ok {
+		return false
+	}
+	ref, ok := term.Value.(ast.Ref)
+	if !ok {
+		return false
+	}
+	for _, a := range compiler.GetAnnotationSet().Flatten() {
+		if !a.Annotations.Entrypoint {
+			continue
+		}
+		var path ast.Ref
+		switch {
+		case a.Annotations.Scope == "package" && a.GetPackage() != nil:
+			path = a.GetPackage().Path
+		case a.GetRule() != nil:
+			path = a.GetRule().Ref().GroundPrefix()
+		}
+		if path != nil && ref.HasPrefix(path) {
+			return true
+		}
+	}
+	return false
+}
+
+// prepareResidual partially evaluates the query, within its time and size
+// bounds, and prepares the residual policy. Partial evaluation adds the
+// residual policy to the compiler, so it gets a compiler of its own.
+func (e *Engine) prepareResidual(ctx context.Context, store storage.Store, files *bundleFiles) (rego.PreparedEvalQuery, error) {
+	timeout := cmp.Or(e.cfg.partialEvalTimeout, defaultPartialEvalTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	compiler, err := compile(ctx, store, files.modules)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, err
+	}
+	prepared, err := e.prepare(ctx, compiler, store, files.revision, true)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return rego.PreparedEvalQuery{}, fmt.Errorf("policy: partial evaluation took longer than %v", timeout)
+		}
+		return rego.PreparedEvalQuery{}, err
+	}
+	limit := cmp.Or(e.cfg.maxResidualRules, defaultMaxResidualRules)
+	if n := residualRules(compiler); n > limit {
+		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: partial evaluation left %d rules, more than %d", n, limit)
+	}
+	return prepared, nil
+}
+
+// prepare prepares the query, after partial evaluation when partial is set.
+func (e *Engine) prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, revision string, partial bool) (rego.PreparedEvalQuery, error) {
+	opts := []func(*rego.Rego){
 		rego.ParsedQuery(e.query),
 		rego.Compiler(compiler),
 		rego.Store(store),
 		rego.StoreReadAST(true),
 		rego.StrictBuiltinErrors(e.cfg.StrictBuiltinErrors),
 		rego.EnablePrintStatements(true),
-		rego.PrintHook(printHook{logger: e.logger, revision: files.revision}),
+		rego.PrintHook(printHook{logger: e.logger, revision: revision}),
 		// Hand back the result as AST: parseDecision reads it directly,
 		// sparing a conversion to Go values on every evaluation.
 		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
-	)
-	prepared, err := r.PrepareForEval(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("policy: prepare %s: %w", e.cfg.Query, err)
 	}
-	return &snapshot{revision: files.revision, files: files.count, prepared: prepared}, nil
+	var prepareOpts []rego.PrepareOption
+	if partial {
+		// The input is the unknown; data and the rules over it are known.
+		opts = append(opts, rego.PartialNamespace(partialNamespace), rego.Unknowns([]string{"input"}))
+		prepareOpts = append(prepareOpts, rego.WithPartialEval())
+	}
+	prepared, err := rego.New(opts...).PrepareForEval(ctx, prepareOpts...)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: prepare %s: %w", e.cfg.Query, err)
+	}
+	return prepared, nil
+}
+
+// residualRules counts the rules partial evaluation added to the compiler.
+func residualRules(compiler *ast.Compiler) int {
+	n := 0
+	for _, m := range compiler.Modules {
+		if len(m.Package.Path) > 1 && m.Package.Path[1].Equal(ast.StringTerm(partialNamespace)) {
+			n += len(m.Rules)
+		}
+	}
+	return n
+}
+
+// validate evaluates the validation query and refuses the revision when it
+// reports problems.
+func (e *Engine) validate(ctx context.Context, compiler *ast.Compiler, store storage.Store, files *bundleFiles) error {
+	if err := checkDefined("validation query", compiler, files.documents, e.validation); err != nil {
+		return err
+	}
+	rs, err := rego.New(
+		rego.ParsedQuery(e.validation),
+		rego.Compiler(compiler),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+		rego.StrictBuiltinErrors(e.cfg.StrictBuiltinErrors),
+		rego.EnablePrintStatements(true),
+		rego.PrintHook(printHook{logger: e.logger, revision: files.revision}),
+		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
+	).Eval(ctx)
+	if err != nil {
+		return fmt.Errorf("policy: validation query %s: %w", e.cfg.ValidationQuery, err)
+	}
+	switch {
+	case len(rs) == 0:
+		return fmt.Errorf("policy: validation query %s: undefined", e.cfg.ValidationQuery)
+	case len(rs) > 1:
+		return fmt.Errorf("policy: validation query %s: %d results, want 1", e.cfg.ValidationQuery, len(rs))
+	}
+	value, ok := rs[0].Expressions[0].Value.(ast.Value)
+	if !ok {
+		value = ast.Boolean(true) // a comparison such as data.x == 1
+	}
+	var terms []*ast.Term
+	switch v := value.(type) {
+	case ast.Set:
+		terms = v.Slice()
+	case *ast.Array:
+		for i := range v.Len() {
+			terms = append(terms, v.Elem(i))
+		}
+	default:
+		return fmt.Errorf("policy: validation query %s: want a set or array of problems, got %s", e.cfg.ValidationQuery, ast.ValueName(value))
+	}
+	if len(terms) == 0 {
+		return nil
+	}
+	problems := make([]string, len(terms))
+	for i, t := range terms {
+		if s, ok := t.Value.(ast.String); ok {
+			problems[i] = string(s)
+		} else {
+			problems[i] = t.String()
+		}
+	}
+	slices.Sort(problems)
+	return &ValidationError{Query: e.cfg.ValidationQuery, Problems: problems}
+}
+
+// ValidationError refuses a revision whose Config.ValidationQuery reported
+// problems.
+type ValidationError struct {
+	Query    string   // the validation query
+	Problems []string // its messages, sorted
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("policy: validation query %s: %d problem(s): %s", e.Query, len(e.Problems), strings.Join(e.Problems, "; "))
 }
 
 func compile(ctx context.Context, store storage.Store, modules map[string]*ast.Module) (*ast.Compiler, error) {
@@ -286,7 +550,7 @@ func compile(ctx context.Context, store storage.Store, modules map[string]*ast.M
 // checkDefined refuses a policy in which nothing defines the queried
 // reference: it could only ever be undefined, which would deny every
 // request. This catches a renamed package before it is swapped in.
-func checkDefined(compiler *ast.Compiler, documents map[string]any, query ast.Body) error {
+func checkDefined(what string, compiler *ast.Compiler, documents map[string]any, query ast.Body) error {
 	term, ok := query[0].Terms.(*ast.Term)
 	if !ok {
 		return nil
@@ -298,7 +562,7 @@ func checkDefined(compiler *ast.Compiler, documents map[string]any, query ast.Bo
 	if len(compiler.GetRules(ref)) > 0 || dataDefines(documents, ref[1:]) {
 		return nil
 	}
-	return fmt.Errorf("policy: query %s: no rule or data document defines it", ref)
+	return fmt.Errorf("policy: %s %s: no rule or data document defines it", what, ref)
 }
 
 // dataDefines reports whether the documents hold a value at path, or path

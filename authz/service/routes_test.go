@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/finauthz/authz/authz/config"
 	"github.com/finauthz/authz/authz/devissuer"
 	"github.com/finauthz/authz/authz/envoyreq"
 	"github.com/finauthz/authz/policies"
@@ -24,7 +27,7 @@ func TestShippedRouteTableThroughTheService(t *testing.T) {
 	keyFile := filepath.Join(dir, "dev-key.pem")
 	yaml := fmt.Sprintf(`
 listen: 127.0.0.1:0
-policy: {builtin: true}
+policy: {builtin: true, validation_query: data.authz.lib.routing.errors}
 dev_issuer: {enabled: true, listen: 127.0.0.1:0, key_file: %s}
 `, keyFile)
 	h := startServiceIn(t, yaml, dir, Options{BuiltinPolicies: policies.FS})
@@ -199,5 +202,50 @@ func assertMinimized(t *testing.T, resp *authv3.CheckResponse, got outcome) {
 		if h.GetAppendAction().String() != "OVERWRITE_IF_EXISTS_OR_ADD" && h.GetHeader().GetKey() != "" {
 			t.Errorf("header %s set with %v, want OVERWRITE_IF_EXISTS_OR_ADD", h.GetHeader().GetKey(), h.GetAppendAction())
 		}
+	}
+}
+
+// TestRouteTableMistakesStopTheStart copies the shipped library to disk with one misspelt requirement key and
+// checks that the service refuses to start on it: a typo must never silently drop a requirement.
+func TestRouteTableMistakesStopTheStart(t *testing.T) {
+	dir := t.TempDir()
+	err := fs.WalkDir(policies.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(policies.FS, path)
+		if err != nil {
+			return err
+		}
+		if path == "routes.yaml" {
+			b = []byte(strings.Replace(string(b), "scopes:", "scope:", 1))
+		}
+		dst := filepath.Join(dir, "policies", path)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {enabled: false}
+policy: {paths: [policies], validation_query: data.authz.lib.routing.errors}
+dev_issuer: {enabled: true, listen: 127.0.0.1:0, key_file: %s}
+`, filepath.Join(dir, "key.pem"))
+	cfg, err := config.Parse([]byte(yaml), "test.yaml", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(context.Background(), cfg, Options{})
+	if err == nil {
+		svc.close()
+		t.Fatal("the service started on a route table with a misspelt key")
+	}
+	t.Logf("start refused: %v", err)
+	if !strings.Contains(err.Error(), "scope") {
+		t.Errorf("error %q does not name the mistake", err)
 	}
 }

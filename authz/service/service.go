@@ -91,7 +91,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 		issuers = append(issuers, is)
 	}
 
-	pc := policy.Config{Paths: cfg.Policy.Paths, Query: cfg.Policy.Query, Logger: log}
+	pc := policy.Config{Paths: cfg.Policy.Paths, Query: cfg.Policy.Query, ValidationQuery: cfg.Policy.ValidationQuery, Logger: log}
 	if cfg.Policy.Builtin {
 		if opts.BuiltinPolicies == nil {
 			return nil, errors.New("service: policy.builtin is set but this binary has no builtin policies")
@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 		pc.FS, pc.Paths = opts.BuiltinPolicies, []string{"."}
 	}
 	if s.policy, err = policy.New(ctx, pc); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, err // the policy package names itself
 	}
 	if !cfg.Policy.Builtin {
 		if err := s.watchPolicy(cfg.Policy.Paths, opts.OnPolicyReload); err != nil {

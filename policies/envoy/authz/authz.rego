@@ -14,6 +14,11 @@ import data.authz.lib.routing
 import data.authz.lib.stepup
 import data.authz.lib.zerotrust
 
+# Performance note: the rules below refer to the selected route once each and pass
+# it on to functions. When the policy engine partially evaluates the policy at load
+# time, each rule then unrolls into one body per route in which the route's
+# requirements are constants, and a request only evaluates the bodies of its route.
+
 # METADATA
 # title: Default deny
 # description: >-
@@ -44,12 +49,14 @@ default allow := {
 #   ccpa: ["1798.100(c)"]
 allow := {
 	"allowed": true,
-	"headers": minimize.headers,
-	"request_headers_to_remove": minimize.removed,
-	"dynamic_metadata": {"route": routing.route.id},
+	"headers": headers,
+	"request_headers_to_remove": removed,
+	"dynamic_metadata": {"route": route.id},
 } if {
-	routing.route
+	route := routing.route
 	count(failures) == 0
+	headers := minimize.headers_for(route)
+	removed := minimize.removed_from(route, headers)
 }
 
 # METADATA
@@ -62,15 +69,23 @@ allow := {
 #   pci_dss: ["7.2.1", "10.2.1.4", "10.2.2"]
 #   soc2: ["CC6.1", "CC7.2"]
 #   glba: ["314.4(c)(1)", "314.4(c)(8)"]
-allow := {
+allow := denial(route, first) if {
+	count(failures) > 0
+	route := routing.route
+	first := first_reason(failures)
+}
+
+# METADATA
+# title: Denial
+# description: The result object that denies a request to a route for a reason.
+# custom:
+#   internal: true
+denial(route, reason) := {
 	"allowed": false,
 	"http_status": object.get(statuses, reason, 403),
-	"headers": object.union({"content-type": "application/json"}, {"www-authenticate": c | some c in challenge}),
-	"body": json.marshal({"error": object.get(public_errors, reason, reason)}),
-	"dynamic_metadata": object.union({"reason": reason}, {"route": routing.route.id | is_string(routing.route.id)}),
-} if {
-	routing.route
-	count(failures) > 0
+	"headers": object.union({"content-type": "application/json"}, {"www-authenticate": c | c := challenge(reason, route)}),
+	"body": json.marshal({"error": reason}),
+	"dynamic_metadata": object.union({"reason": reason}, {"route": route.id | is_string(route.id)}),
 }
 
 # METADATA
@@ -78,18 +93,49 @@ allow := {
 # description: Every condition of the selected route that the request fails, by reason.
 # custom:
 #   internal: true
-failures := union({routing.failures, identity.failures, zerotrust.failures, grants.failures, stepup.failures})
+failures contains reason if {
+	route := routing.route
+	some reason in precedence
+	fails(reason, route)
+}
+
+# METADATA
+# title: Identity condition failed
+# description: A condition of the identity package fails.
+# custom:
+#   internal: true
+fails(reason, route) if identity.fails(reason, route)
+
+# METADATA
+# title: Zero-trust condition failed
+# description: A condition of the zero-trust package fails.
+# custom:
+#   internal: true
+fails(reason, route) if zerotrust.fails(reason, route)
+
+# METADATA
+# title: Grant condition failed
+# description: A condition of the grants package fails.
+# custom:
+#   internal: true
+fails(reason, route) if grants.fails(reason, route)
+
+# METADATA
+# title: Step-up condition failed
+# description: A condition of the step-up package fails.
+# custom:
+#   internal: true
+fails(reason, route) if stepup.fails(reason, route)
 
 # METADATA
 # title: Deny precedence
 # description: >-
-#   When several conditions fail, the first of these reasons is reported: the route
-#   itself, then authentication, mTLS and principal, network, device, risk, scope,
-#   resource, step-up and business hours.
+#   When several conditions fail, the first of these reasons is reported:
+#   authentication, then mTLS and principal, network, device, risk, scope, resource,
+#   step-up and business hours.
 # custom:
 #   internal: true
 precedence := [
-	"route_invalid",
 	"authentication_required",
 	"mtls_required",
 	"principal_not_allowed",
@@ -104,33 +150,23 @@ precedence := [
 
 # METADATA
 # title: Deny reason
-# description: The highest-precedence failure.
+# description: The highest-precedence reason among the failures.
 # custom:
 #   pci_dss: ["10.2.1.4"]
 #   soc2: ["CC7.2"]
-reason := [r | some r in precedence; r in failures][0]
+first_reason(failed) := [r | some r in precedence; r in failed][0]
 
 # METADATA
 # title: Deny statuses
 # description: >-
-#   HTTP status by reason, 403 otherwise: 401 asks the client to authenticate (again,
-#   or more strongly per RFC 9470); 500 says the route table is at fault.
+#   HTTP status by reason, 403 otherwise: 401 asks the client to authenticate, again
+#   or more strongly (RFC 9470).
 # custom:
 #   internal: true
 statuses := {
 	"authentication_required": 401,
 	"step_up_required": 401,
-	"route_invalid": 500,
 }
-
-# METADATA
-# title: Public error codes
-# description: >-
-#   The error code in a deny body is the reason, except where the reason would tell
-#   the client about the configuration.
-# custom:
-#   internal: true
-public_errors := {"route_invalid": "server_error"}
 
 # METADATA
 # title: Bearer challenge
@@ -139,7 +175,7 @@ public_errors := {"route_invalid": "server_error"}
 #   pci_dss: ["8.3.1"]
 # related_resources:
 #   - ref: https://www.rfc-editor.org/rfc/rfc6750#section-3
-challenge contains "Bearer" if reason == "authentication_required"
+challenge("authentication_required", _) := "Bearer"
 
 # METADATA
 # title: Scope challenge
@@ -148,7 +184,7 @@ challenge contains "Bearer" if reason == "authentication_required"
 #   pci_dss: ["7.2.1"]
 # related_resources:
 #   - ref: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
-challenge contains identity.scope_challenge if reason == "insufficient_scope"
+challenge("insufficient_scope", route) := identity.challenge_for(route)
 
 # METADATA
 # title: Step-up challenge
@@ -158,4 +194,4 @@ challenge contains identity.scope_challenge if reason == "insufficient_scope"
 #   glba: ["314.4(c)(5)"]
 # related_resources:
 #   - ref: https://www.rfc-editor.org/rfc/rfc9470#section-3
-challenge contains stepup.challenge if reason == "step_up_required"
+challenge("step_up_required", route) := stepup.challenge_for(route.step_up)

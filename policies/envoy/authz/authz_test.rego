@@ -314,27 +314,27 @@ test_health_answers_only_the_bank_network if {
 	} with input as fx.request("GET", "/healthz")
 }
 
-test_invalid_route_answers_500_without_details if {
-	routes := [{"id": "broken", "methods": ["GET"], "path": "/broken", "scope": "accounts:read"}]
-	authz.allow == {
-		"allowed": false,
-		"http_status": 500,
-		"headers": json_headers,
-		"body": `{"error":"server_error"}`,
-		"dynamic_metadata": {"reason": "route_invalid", "route": "broken"},
-	} with input as fx.with_token(fx.request("GET", "/broken"), fx.customer)
-		with data.authz.routes as routes
-}
-
 test_deny_metadata_leaves_out_a_missing_route_id if {
 	routes := [{"methods": ["GET"], "path": "/nameless"}]
-	authz.allow.dynamic_metadata == {"reason": "route_invalid"} with input as fx.request("GET", "/nameless")
+	authz.allow.dynamic_metadata == {"reason": "authentication_required"} with input as fx.request("GET", "/nameless")
 		with data.authz.routes as routes
 }
 
-test_invalid_route_takes_precedence_over_authentication if {
+test_route_without_an_id_is_never_allowed if {
+	routes := [{"methods": ["GET"], "path": "/nameless", "public": true}]
+	authz.allow == {
+		"allowed": false,
+		"http_status": 403,
+		"headers": json_headers,
+		"body": `{"error":"route_not_found"}`,
+		"dynamic_metadata": {"reason": "route_not_found"},
+	} with input as fx.request("GET", "/nameless")
+		with data.authz.routes as routes
+}
+
+test_route_with_a_malformed_public_flag_needs_a_token if {
 	routes := [{"id": "x", "methods": ["GET"], "path": "/x", "public": "yes"}]
-	authz.allow.dynamic_metadata.reason == "route_invalid" with input as fx.request("GET", "/x")
+	authz.allow.dynamic_metadata.reason == "authentication_required" with input as fx.request("GET", "/x")
 		with data.authz.routes as routes
 }
 

@@ -11,6 +11,13 @@ import data.authz.lib.request
 import data.authz.lib.routing
 
 # METADATA
+# title: Failures
+# description: The conditions of this package that the selected route fails, by reason.
+# custom:
+#   internal: true
+failures contains "resource_not_granted" if fails("resource_not_granted", routing.route)
+
+# METADATA
 # title: Resource not granted
 # description: >-
 #   Every grant of the selected route must hold; otherwise the request is denied with
@@ -21,21 +28,21 @@ import data.authz.lib.routing
 #   glba: ["314.4(c)(1)"]
 #   gdpr: ["32(1)(b)"]
 #   ccpa: ["1798.150(a)(1)"]
-failures contains "resource_not_granted" if {
-	routing.route
-	not all_granted
+fails("resource_not_granted", route) if {
+	route.grants
+	not all_granted(route)
 }
 
 # METADATA
 # title: All grants hold
 # description: >-
-#   Every grant of the selected route holds for the path parameters and the token's
-#   claims; a route without grants needs none.
+#   Every grant of a route holds for the path parameters and the token's claims; a
+#   route without grants needs none.
 # custom:
 #   internal: true
-all_granted if {
-	every grant in object.get(routing.route, "grants", []) {
-		granted(grant, routing.params, request.claims)
+all_granted(route) if {
+	every grant in object.get(route, "grants", []) {
+		granted(grant, routing.route_param(route, grant.param), request.claims)
 	}
 }
 
@@ -46,9 +53,9 @@ all_granted if {
 #   one of the space-delimited values of a string claim. The default match.
 # custom:
 #   internal: true
-granted(grant, params, claims) if {
+granted(grant, value, claims) if {
 	object.get(grant, "match", "member") == "member"
-	params[grant.param] in identity.claim_values(claims[grant.claim])
+	value in identity.claim_values(claims[grant.claim])
 }
 
 # METADATA
@@ -56,7 +63,7 @@ granted(grant, params, claims) if {
 # description: The parameter value equals the claim, e.g. a customer id that must be the sub claim.
 # custom:
 #   internal: true
-granted(grant, params, claims) if {
+granted(grant, value, claims) if {
 	grant.match == "equals"
-	params[grant.param] == claims[grant.claim]
+	value == claims[grant.claim]
 }

@@ -10,6 +10,23 @@ import data.authz.lib.request
 import data.authz.lib.routing
 
 # METADATA
+# title: Failures
+# description: The conditions of this package that the selected route fails, by reason.
+# custom:
+#   internal: true
+failures contains reason if {
+	some reason in reasons
+	fails(reason, routing.route)
+}
+
+# METADATA
+# title: Reasons
+# description: The deny reasons this package can report.
+# custom:
+#   internal: true
+reasons := ["authentication_required", "insufficient_scope"]
+
+# METADATA
 # title: Bearer token required
 # description: >-
 #   A route that is neither public nor authenticated by mTLS needs a verified bearer
@@ -18,8 +35,8 @@ import data.authz.lib.routing
 #   pci_dss: ["8.3.1"]
 #   soc2: ["CC6.1"]
 #   glba: ["314.4(c)(1)"]
-failures contains "authentication_required" if {
-	routing.authentication == "bearer"
+fails("authentication_required", route) if {
+	routing.mode(route) == "bearer"
 	not request.authenticated
 }
 
@@ -32,21 +49,21 @@ failures contains "authentication_required" if {
 #   pci_dss: ["7.2.1", "7.2.2"]
 #   soc2: ["CC6.1", "CC6.3"]
 #   glba: ["314.4(c)(1)"]
-failures contains "insufficient_scope" if {
-	routing.route
-	not scopes_satisfied
+fails("insufficient_scope", route) if {
+	route.scopes
+	not scopes_satisfied(route)
 }
 
 # METADATA
 # title: Scopes satisfied
-# description: The token's scopes cover all_of and, if set, any_of of the selected route.
+# description: The token's scopes cover all_of and, if set, any_of of a route.
 # custom:
 #   internal: true
-scopes_satisfied if {
-	every scope in object.get(routing.route, ["scopes", "all_of"], []) {
+scopes_satisfied(route) if {
+	every scope in object.get(route, ["scopes", "all_of"], []) {
 		scope in token_scopes
 	}
-	any_of_satisfied(object.get(routing.route, ["scopes", "any_of"], []), token_scopes)
+	any_of_satisfied(object.get(route, ["scopes", "any_of"], []), token_scopes)
 }
 
 # METADATA
@@ -85,9 +102,16 @@ token_scopes contains scope if {
 #   scope attribute of the insufficient_scope challenge.
 # custom:
 #   internal: true
-route_scopes := array.concat(all_of, [scope | some scope in any_of; not scope in all_of]) if {
-	all_of := object.get(routing.route, ["scopes", "all_of"], [])
-	any_of := object.get(routing.route, ["scopes", "any_of"], [])
+route_scopes := scopes_of(routing.route)
+
+# METADATA
+# title: Scopes a route asks for
+# description: all_of then any_of scopes of a route, each once, in table order.
+# custom:
+#   internal: true
+scopes_of(route) := array.concat(all_of, [scope | some scope in any_of; not scope in all_of]) if {
+	all_of := object.get(route, ["scopes", "all_of"], [])
+	any_of := object.get(route, ["scopes", "any_of"], [])
 }
 
 # METADATA
@@ -98,7 +122,14 @@ route_scopes := array.concat(all_of, [scope | some scope in any_of; not scope in
 # custom:
 #   gdpr: ["5(1)(c)", "25(2)"]
 #   soc2: ["CC6.1"]
-granted_scopes := sort({scope | some scope in route_scopes; scope in token_scopes})
+granted_scopes := granted(routing.route)
+
+# METADATA
+# title: Granted scopes of a route
+# description: The token's scopes that a route asks for, sorted.
+# custom:
+#   internal: true
+granted(route) := sort({scope | some scope in scopes_of(route)} & token_scopes)
 
 # METADATA
 # title: Insufficient scope challenge
@@ -110,7 +141,14 @@ granted_scopes := sort({scope | some scope in route_scopes; scope in token_scope
 #   soc2: ["CC6.1"]
 # related_resources:
 #   - ref: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
-scope_challenge := sprintf(`Bearer error="insufficient_scope", scope="%s"`, [concat(" ", route_scopes)])
+scope_challenge := challenge_for(routing.route)
+
+# METADATA
+# title: Insufficient scope challenge of a route
+# description: The WWW-Authenticate value of an insufficient_scope denial for a route.
+# custom:
+#   internal: true
+challenge_for(route) := sprintf(`Bearer error="insufficient_scope", scope="%s"`, [concat(" ", scopes_of(route))])
 
 # METADATA
 # title: Subject
@@ -118,7 +156,17 @@ scope_challenge := sprintf(`Bearer error="insufficient_scope", scope="%s"`, [con
 # custom:
 #   pci_dss: ["8.2.1"]
 #   soc2: ["CC6.1"]
-subject := request.claims.sub if is_string(request.claims.sub)
+subject := value if {
+	value := subject_of(request.claims)
+	value != null
+}
+
+# METADATA
+# title: Subject of claims
+# description: The sub claim when it is a string, else null.
+# custom:
+#   internal: true
+subject_of(claims) := string_or_null(object.get(claims, "sub", null))
 
 # METADATA
 # title: Client id
@@ -128,11 +176,28 @@ subject := request.claims.sub if is_string(request.claims.sub)
 # custom:
 #   pci_dss: ["8.2.1"]
 #   soc2: ["CC6.1"]
-client_id := request.claims.client_id if {
-	is_string(request.claims.client_id)
-} else := request.claims.azp if {
-	is_string(request.claims.azp)
+client_id := value if {
+	value := client_of(request.claims)
+	value != null
 }
+
+# METADATA
+# title: Client id of claims
+# description: The client_id claim when it is a string, else the azp claim when it is one, else null.
+# custom:
+#   internal: true
+client_of(claims) := object.get({true: id}, is_string(id), string_or_null(object.get(claims, "azp", null))) if {
+	id := object.get(claims, "client_id", null)
+}
+
+# METADATA
+# title: String or null
+# description: >-
+#   The value when it is a string, else null. Written without a condition, so that it
+#   is defined either way and partial evaluation keeps it inline.
+# custom:
+#   internal: true
+string_or_null(value) := object.get({true: value}, is_string(value), null)
 
 # METADATA
 # title: Space-delimited claim values

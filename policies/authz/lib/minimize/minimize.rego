@@ -29,13 +29,64 @@ baseline := {
 }
 
 # METADATA
+# title: Set headers
+# description: >-
+#   The headers an allowed request of the selected route carries upstream, each only
+#   when its value is known: identity from the token on bearer routes or from the
+#   client certificate on mtls routes, and the route's data fields.
+# custom:
+#   gdpr: ["5(1)(c)", "25(2)"]
+#   soc2: ["CC6.1"]
+headers := headers_for(routing.route)
+
+# METADATA
+# title: Set headers of a route
+# description: >-
+#   The headers set for an allowed request of a route: each candidate header whose
+#   value is known.
+# custom:
+#   internal: true
+headers_for(route) := object.remove(candidates, {name | some name, value in candidates; value == null}) if {
+	candidates := object.union(identity_headers(routing.mode(route), route), data_fields_header(route))
+}
+
+# METADATA
+# title: Identity headers on bearer routes
+# description: Subject, client and granted scopes, from the verified token; null when unknown.
+# custom:
+#   internal: true
+identity_headers("bearer", route) := headers if {
+	claims := request.claims
+	granted := identity.granted(route)
+	headers := {
+		"x-subject": subject_header(claims),
+		"x-client-id": token_client_header(claims),
+		"x-scopes": scopes_header(granted),
+	}
+}
+
+# METADATA
+# title: Identity headers on mtls routes
+# description: The client, from the client certificate; null when unknown.
+# custom:
+#   internal: true
+identity_headers("mtls", _) := {"x-client-id": certificate_client_header}
+
+# METADATA
+# title: Identity headers on public routes
+# description: None, as a public route forwards no identity.
+# custom:
+#   internal: true
+identity_headers("none", _) := {}
+
+# METADATA
 # title: Subject header
 # description: x-subject carries the token's sub claim on bearer routes.
 # custom:
 #   pci_dss: ["8.2.1"]
 #   gdpr: ["5(1)(c)"]
 #   soc2: ["CC6.1"]
-headers["x-subject"] := identity.subject if routing.authentication == "bearer"
+subject_header(claims) := identity.subject_of(claims)
 
 # METADATA
 # title: Client header from the token
@@ -44,7 +95,7 @@ headers["x-subject"] := identity.subject if routing.authentication == "bearer"
 #   pci_dss: ["8.2.1"]
 #   gdpr: ["5(1)(c)"]
 #   soc2: ["CC6.1"]
-headers["x-client-id"] := identity.client_id if routing.authentication == "bearer"
+token_client_header(claims) := identity.client_of(claims)
 
 # METADATA
 # title: Client header from the certificate
@@ -52,10 +103,7 @@ headers["x-client-id"] := identity.client_id if routing.authentication == "beare
 # custom:
 #   pci_dss: ["8.2.1"]
 #   soc2: ["CC6.1"]
-headers["x-client-id"] := request.principal if {
-	routing.authentication == "mtls"
-	request.principal != ""
-}
+certificate_client_header := object.get({false: request.principal}, request.principal == "", null)
 
 # METADATA
 # title: Scopes header
@@ -65,10 +113,7 @@ headers["x-client-id"] := request.principal if {
 # custom:
 #   gdpr: ["5(1)(c)", "25(2)"]
 #   soc2: ["CC6.1"]
-headers["x-scopes"] := concat(" ", identity.granted_scopes) if {
-	routing.authentication == "bearer"
-	count(identity.granted_scopes) > 0
-}
+scopes_header(granted) := object.get({true: concat(" ", granted)}, count(granted) > 0, null)
 
 # METADATA
 # title: Data fields header
@@ -79,7 +124,10 @@ headers["x-scopes"] := concat(" ", identity.granted_scopes) if {
 #   gdpr: ["5(1)(c)", "25(2)"]
 #   ccpa: ["1798.100(c)"]
 #   glba: ["314.4(c)(1)"]
-headers["x-data-fields"] := concat(",", routing.route.data_fields) if count(routing.route.data_fields) > 0
+data_fields_header(route) := {"x-data-fields": concat(",", fields) |
+	fields := route.data_fields
+	count(fields) > 0
+}
 
 # METADATA
 # title: Removed headers
@@ -91,14 +139,32 @@ headers["x-data-fields"] := concat(",", routing.route.data_fields) if count(rout
 #   gdpr: ["5(1)(c)", "25(2)"]
 #   ccpa: ["1798.100(c)"]
 #   soc2: ["CC6.1", "CC6.7"]
-removed := sort(((baseline - trusted) | extra) - object.keys(headers))
+removed := removed_from(routing.route, headers)
+
+# METADATA
+# title: Removed headers of a route
+# description: >-
+#   The request headers an allowed request of a route has removed, sorted, given the
+#   headers it sets.
+# custom:
+#   internal: true
+removed_from(route, set_headers) := sort(removable(route) - object.keys(set_headers))
+
+# METADATA
+# title: Removable headers of a route
+# description: >-
+#   The baseline (x-forwarded-client-cert kept when the route trusts it), the
+#   table-wide and the route's remove_headers.
+# custom:
+#   internal: true
+removable(route) := ((baseline - trusted(route)) | table_extra) | route_extra(route)
 
 # METADATA
 # title: Trusted client certificate header
 # description: The route trusts the x-forwarded-client-cert header that Envoy sets.
 # custom:
 #   internal: true
-trusted contains "x-forwarded-client-cert" if routing.route.trust_xfcc == true
+trusted(route) := {"x-forwarded-client-cert" | route.trust_xfcc == true}
 
 # METADATA
 # title: Table-wide removed headers
@@ -106,12 +172,12 @@ trusted contains "x-forwarded-client-cert" if routing.route.trust_xfcc == true
 # custom:
 #   gdpr: ["5(1)(c)"]
 #   soc2: ["CC6.1"]
-extra contains name if some name in data.authz.remove_headers
+table_extra contains name if some name in data.authz.remove_headers
 
 # METADATA
 # title: Route removed headers
-# description: Headers the selected route removes in addition.
+# description: Headers a route removes in addition.
 # custom:
 #   gdpr: ["5(1)(c)"]
 #   soc2: ["CC6.1"]
-extra contains name if some name in routing.route.remove_headers
+route_extra(route) := {name | some name in object.get(route, "remove_headers", [])}

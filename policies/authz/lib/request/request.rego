@@ -13,6 +13,27 @@ package authz.lib.request
 method := object.get(input, ["attributes", "request", "http", "method"], "")
 
 # METADATA
+# title: HTTP method as sent
+# description: >-
+#   The request method exactly as the input holds it; undefined when absent. Route
+#   matching compares it with the methods of each route: an equality between input
+#   and a constant is what OPA's rule index can use, which the defaulted method is
+#   not.
+# custom:
+#   internal: true
+sent_method := input.attributes.request.http.method
+
+# METADATA
+# title: Path segments as sent
+# description: >-
+#   The URL-decoded path segments exactly as the input holds them; undefined when
+#   absent (no route matches). Route matching reads them directly, for the same
+#   reason as the method.
+# custom:
+#   internal: true
+sent_segments := input.parsed_path
+
+# METADATA
 # title: Request headers
 # description: >-
 #   Request headers, names lower case, duplicates joined with a comma by the

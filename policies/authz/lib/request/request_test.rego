@@ -16,6 +16,8 @@ full_input := fx.with_metadata(
 
 test_accessors_read_the_envoy_input if {
 	request.method == "POST" with input as full_input
+	request.sent_method == "POST" with input as full_input
+	request.sent_segments == ["payments"] with input as full_input
 	request.headers == {"user-agent": "policy-tests"} with input as full_input
 	request.segments == ["payments"] with input as full_input
 	request.body == {"amount": 10} with input as full_input
@@ -35,6 +37,11 @@ test_absent_attributes_default_to_empty_values if {
 	request.principal == "" with input as {}
 	request.filter_metadata == {} with input as {}
 	request.claims == {} with input as {}
+}
+
+test_absent_method_and_path_are_undefined_as_sent if {
+	not request.sent_method with input as {}
+	not request.sent_segments with input as {}
 }
 
 test_request_without_a_token_is_not_authenticated if {

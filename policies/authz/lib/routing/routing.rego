@@ -9,26 +9,63 @@ package authz.lib.routing
 
 import data.authz.lib.request
 
-# METADATA
-# title: Matching routes
-# description: >-
-#   Index of every route whose methods and path template match the request, mapped
-#   to the path parameters the template binds.
-# custom:
-#   internal: true
-matches[i] := bindings(template(candidate.path), request.segments) if {
-	some i, candidate in data.authz.routes
-	request.method in candidate.methods
-}
+# Performance note: every rule below that depends on the request reads the route
+# table through plain iteration and functions of one route, never through a rule
+# computed from the whole table. The policy engine partially evaluates the policy
+# when it loads it, so such loops unroll into one specialised rule per route, and
+# the table itself costs nothing per request. Rules that need the selected route
+# refer to route once and pass it on to functions (see the other packages).
 
 # METADATA
 # title: Selected route index
 # description: >-
-#   The first matching route in table order; overlapping routes are therefore
-#   resolved deterministically, specific before general as the table lists them.
+#   The position of the first route in table order whose methods include the request
+#   method and whose path template matches the request path, as a set of at most
+#   one; overlapping routes are therefore resolved deterministically, specific
+#   before general as the table lists them.
 # custom:
 #   internal: true
-index := min(object.keys(matches))
+selected contains i if {
+	some i, candidate in data.authz.routes
+	matches(candidate)
+	not matched_before(i)
+}
+
+# METADATA
+# title: Route matches
+# description: >-
+#   The route's methods include the request method and its path template matches the
+#   request path. Both are compared as the input holds them, so that once the route
+#   is a constant, OPA can index on the method and the literal path segments.
+# custom:
+#   internal: true
+matches(candidate) if {
+	method_listed(candidate)
+	template_matches(template(candidate.path), request.sent_segments)
+}
+
+# METADATA
+# title: Method listed
+# description: >-
+#   The route's methods include the request method; compared one by one, so that once
+#   the route is a constant each comparison is an indexable equality.
+# custom:
+#   internal: true
+method_listed(candidate) if {
+	some method in candidate.methods
+	method == request.sent_method
+}
+
+# METADATA
+# title: Earlier route matches
+# description: A route before position i in the table matches the request.
+# custom:
+#   internal: true
+matched_before(i) if {
+	some j, candidate in data.authz.routes
+	j < i
+	matches(candidate)
+}
 
 # METADATA
 # title: Selected route
@@ -39,14 +76,56 @@ index := min(object.keys(matches))
 #   pci_dss: ["7.2.1", "7.3.3"]
 #   soc2: ["CC6.1"]
 #   glba: ["314.4(c)(1)"]
-route := data.authz.routes[index]
+route := candidate if {
+	some i, candidate in data.authz.routes
+	prefiltered(candidate)
+	i in selected
+}
+
+# METADATA
+# title: Route may match
+# description: >-
+#   The route's methods include the request method and its literal path segments
+#   are the request's at their positions: implied by a match, and checked by
+#   comparisons of the input with constants once partial evaluation has made the
+#   route a constant, so that OPA's rule index can pass over the other routes.
+# custom:
+#   internal: true
+prefiltered(candidate) if {
+	method_listed(candidate)
+	every i, t in template(candidate.path) {
+		literal_at(t, i, request.sent_segments)
+	}
+}
+
+# METADATA
+# title: Non-literal template segment
+# description: A parameter or catch-all segment puts no condition on the path here.
+# custom:
+#   internal: true
+literal_at(t, _, _) if contains(t, "{")
+
+# METADATA
+# title: Literal template segment
+# description: A literal segment is the path segment at its position.
+# custom:
+#   internal: true
+literal_at(t, i, segs) if {
+	not contains(t, "{")
+	segs[i] == t
+}
 
 # METADATA
 # title: Path parameters
 # description: The values the selected route's template binds, by parameter name.
 # custom:
 #   internal: true
-params := matches[index]
+params[name] := value if {
+	tmpl := template(route.path)
+	some t in tmpl
+	name := template_param(t)
+	value := param(tmpl, request.segments, name)
+}
 
 # METADATA
 # title: Route authentication
@@ -73,6 +152,17 @@ mode(entry) := "none" if {
 } else := "bearer"
 
 # METADATA
+# title: Path parameter of a route
+# description: >-
+#   The value the template of a route entry binds to a parameter name in the request
+#   path; undefined when the template has no such parameter. Grants read parameters
+#   through this function so that, once the route is known, the lookup is a fixed
+#   position in the path.
+# custom:
+#   internal: true
+route_param(entry, name) := param(template(entry.path), request.sent_segments, name)
+
+# METADATA
 # title: Path template
 # description: The segments of a path template, split like the service splits request paths.
 # custom:
@@ -80,47 +170,70 @@ mode(entry) := "none" if {
 template(path) := split(trim_prefix(path, "/"), "/")
 
 # METADATA
-# title: Bind a template without a catch-all
-# description: A template without {name=**} matches paths with exactly as many segments.
-# custom:
-#   internal: true
-bindings(tmpl, segs) := fixed_bindings(tmpl, segs) if count(tmpl) == count(segs)
-
-# METADATA
-# title: Bind a template ending in a catch-all
+# title: Template without a catch-all matches
 # description: >-
-#   A final {name=**} (Envoy's URI template syntax) binds the remaining zero or more
-#   segments, joined with "/", after the fixed segments before it matched.
+#   A template without {name=**} matches paths with exactly as many segments, each
+#   template segment matching the path segment at its position.
 # custom:
 #   internal: true
-bindings(tmpl, segs) := object.union(fixed_bindings(fixed, segs), {name: concat("/", rest)}) if {
-	n := count(tmpl) - 1
-	is_rest(tmpl[n])
-	count(segs) >= n
-	rest := array.slice(segs, n, count(segs))
-	every segment in rest {
-		safe_segment(segment)
-	}
-	fixed := array.slice(tmpl, 0, n)
-	name := rest_name(tmpl[n])
-}
-
-# METADATA
-# title: Bind fixed template segments
-# description: >-
-#   Every template segment matches the path segment at its position; the result maps
-#   each {name} to its segment.
-# custom:
-#   internal: true
-fixed_bindings(tmpl, segs) := {name: segs[i] | some i, t in tmpl; name := param_name(t)} if {
+template_matches(tmpl, segs) if {
+	count(tmpl) == count(segs)
+	distinct_names(tmpl)
 	every i, t in tmpl {
 		segment_matches(t, segs[i])
 	}
+}
 
-	# A template repeating a name (a table error) matches nothing rather than
-	# binding one name twice, which would be an evaluation error.
-	names := [name | some t in tmpl; name := param_name(t)]
+# METADATA
+# title: Template ending in a catch-all matches
+# description: >-
+#   A final {name=**} (Envoy's URI template syntax) matches the remaining zero or
+#   more segments, each of them safe, after the fixed segments before it matched.
+# custom:
+#   internal: true
+template_matches(tmpl, segs) if {
+	n := count(tmpl) - 1
+	is_rest(tmpl[n])
+	count(segs) >= n
+	distinct_names(tmpl)
+	every i, t in array.slice(tmpl, 0, n) {
+		segment_matches(t, segs[i])
+	}
+	every segment in array.slice(segs, n, count(segs)) {
+		safe_segment(segment)
+	}
+}
+
+# METADATA
+# title: Distinct parameter names
+# description: >-
+#   A template repeating a parameter name (a table error) matches nothing rather than
+#   binding one name twice.
+# custom:
+#   internal: true
+distinct_names(tmpl) if {
+	names := [name | some t in tmpl; name := template_param(t)]
 	count(names) == count({name | some name in names})
+}
+
+# METADATA
+# title: Bound parameter
+# description: A {name} segment binds the path segment at its position.
+# custom:
+#   internal: true
+param(tmpl, segs, name) := segs[i] if {
+	some i, t in tmpl
+	param_name(t) == name
+}
+
+# METADATA
+# title: Bound catch-all parameter
+# description: A final {name=**} binds the remaining segments, joined with "/".
+# custom:
+#   internal: true
+param(tmpl, segs, name) := concat("/", array.slice(segs, n, count(segs))) if {
+	n := count(tmpl) - 1
+	rest_name(tmpl[n]) == name
 }
 
 # METADATA

@@ -1,38 +1,20 @@
-# Validation of the route table. A route with a problem denies every request it
-# matches (route_invalid) instead of being enforced partially, so a typo such as
-# "scope:" for "scopes:" cannot silently drop a requirement.
+# Validation of the route table. The service evaluates errors when it loads a table
+# and refuses a table with problems, so that a typo such as "scope:" for "scopes:"
+# cannot silently drop a requirement; the policy does not check the table again on
+# every request.
 package authz.lib.routing
-
-# METADATA
-# title: Selected route is malformed
-# description: >-
-#   The selected route has an unknown field (a typo such as "scope:"), a field of
-#   the wrong type, or lacks a required field; requests that match it are denied
-#   with route_invalid rather than enforced without the requirement. Every other
-#   problem that errors reports makes its own condition fail closed, so this
-#   per-request check stays cheap.
-# custom:
-#   pci_dss: ["7.3.3"]
-#   soc2: ["CC6.1"]
-#   glba: ["314.4(c)(1)"]
-failures contains "route_invalid" if count(shape_problems(fields(route), schema)) > 0
-
-# METADATA
-# title: Selected route id is not unique
-# description: Two routes with one id make decision logs ambiguous, so both are invalid.
-# custom:
-#   pci_dss: ["10.2.2"]
-#   soc2: ["CC6.1"]
-failures contains "route_invalid" if count([r | some r in data.authz.routes; r.id == route.id]) > 1
 
 # METADATA
 # title: Route table errors
 # description: >-
 #   Every problem of the route table, each prefixed with the route's position and
-#   id; empty for a valid table. Tests and configuration checks query this rule.
+#   id; empty for a valid table. The service refuses to serve a table with problems
+#   (an unknown field, a field of the wrong type, a missing required field, ...),
+#   rather than enforce it without the requirement.
 # custom:
-#   pci_dss: ["7.2.1"]
+#   pci_dss: ["7.2.1", "7.3.3"]
 #   soc2: ["CC6.1"]
+#   glba: ["314.4(c)(1)"]
 errors contains sprintf("routes[%d] (%v): %s", [i, label(r), problem]) if {
 	some i, r in data.authz.routes
 	some problem in route_problems(r)
@@ -42,7 +24,8 @@ errors contains sprintf("routes[%d] (%v): %s", [i, label(r), problem]) if {
 # title: Duplicate route ids
 # description: Route ids identify routes in decision logs and must be unique.
 # custom:
-#   internal: true
+#   pci_dss: ["10.2.2"]
+#   soc2: ["CC6.1"]
 errors contains sprintf("routes: id %v is used %d times", [id, n]) if {
 	some id in {r.id | some r in data.authz.routes}
 	n := count([r | some r in data.authz.routes; r.id == id])

@@ -10,6 +10,13 @@ import data.authz.lib.request
 import data.authz.lib.routing
 
 # METADATA
+# title: Failures
+# description: The conditions of this package that the selected route fails, by reason.
+# custom:
+#   internal: true
+failures contains "step_up_required" if fails("step_up_required", routing.route)
+
+# METADATA
 # title: Step-up required
 # description: >-
 #   The route needs step-up for this request and the token's acr or auth_time falls
@@ -20,18 +27,19 @@ import data.authz.lib.routing
 #   glba: ["314.4(c)(5)"]
 # related_resources:
 #   - ref: https://www.rfc-editor.org/rfc/rfc9470#section-3
-failures contains "step_up_required" if {
-	routing.route.step_up
-	not exempt
-	not stepped_up
+fails("step_up_required", route) if {
+	step_up := route.step_up
+	step_up
+	not exempt(step_up)
+	not stepped_up(step_up)
 }
 
 # METADATA
 # title: Stepped up
-# description: The token's authentication satisfies the selected route's step-up now.
+# description: The token's authentication satisfies the step-up requirement now.
 # custom:
 #   internal: true
-stepped_up if satisfied(routing.route.step_up, request.claims, time.now_ns())
+stepped_up(step_up) if satisfied(step_up, request.claims, time.now_ns())
 
 # METADATA
 # title: Exempt from step-up
@@ -40,9 +48,9 @@ stepped_up if satisfied(routing.route.step_up, request.claims, time.now_ns())
 #   amount is not above it. A missing, unparsable or truncated amount needs step-up.
 # custom:
 #   internal: true
-exempt if {
+exempt(step_up) if {
 	not request.body_truncated
-	below_threshold(routing.route.step_up.when, request.body)
+	below_threshold(step_up.when, request.body)
 }
 
 # METADATA
@@ -119,10 +127,17 @@ recent(max_age, claims, now_ns) if {
 #   glba: ["314.4(c)(5)"]
 # related_resources:
 #   - ref: https://www.rfc-editor.org/rfc/rfc9470#section-3
-challenge := concat(", ", array.concat(
+challenge := challenge_for(routing.route.step_up)
+
+# METADATA
+# title: Step-up challenge of a requirement
+# description: The RFC 9470 challenge for one step-up requirement.
+# custom:
+#   internal: true
+challenge_for(step_up) := concat(", ", array.concat(
 	[
 		`Bearer error="insufficient_user_authentication"`,
-		sprintf(`acr_values="%s"`, [concat(" ", routing.route.step_up.acr_values)]),
+		sprintf(`acr_values="%s"`, [concat(" ", step_up.acr_values)]),
 	],
-	[sprintf("max_age=%d", [age]) | age := routing.route.step_up.max_age],
+	[sprintf("max_age=%d", [age]) | age := step_up.max_age],
 ))

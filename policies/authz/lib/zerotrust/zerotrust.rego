@@ -11,6 +11,30 @@ import data.authz.lib.request
 import data.authz.lib.routing
 
 # METADATA
+# title: Failures
+# description: The conditions of this package that the selected route fails, by reason.
+# custom:
+#   internal: true
+failures contains reason if {
+	some reason in reasons
+	fails(reason, routing.route)
+}
+
+# METADATA
+# title: Reasons
+# description: The deny reasons this package can report.
+# custom:
+#   internal: true
+reasons := [
+	"mtls_required",
+	"principal_not_allowed",
+	"network_not_allowed",
+	"device_posture",
+	"risk_too_high",
+	"outside_business_hours",
+]
+
+# METADATA
 # title: mTLS required
 # description: >-
 #   A route that requires mTLS, lists SPIFFE IDs, or authenticates by mTLS needs a
@@ -20,8 +44,8 @@ import data.authz.lib.routing
 #   pci_dss: ["8.3.1"]
 #   soc2: ["CC6.1", "CC6.7"]
 #   glba: ["314.4(c)(1)", "314.4(c)(3)"]
-failures contains "mtls_required" if {
-	mtls_needed
+fails("mtls_required", route) if {
+	mtls_needed(route)
 	request.principal == ""
 }
 
@@ -34,10 +58,10 @@ failures contains "mtls_required" if {
 #   pci_dss: ["7.2.1", "7.2.5"]
 #   soc2: ["CC6.1", "CC6.3"]
 #   glba: ["314.4(c)(1)"]
-failures contains "principal_not_allowed" if {
-	count(allowed_principals) + count(allowed_prefixes) > 0
+fails("principal_not_allowed", route) if {
+	allow_listed(route)
 	request.principal != ""
-	not principal_listed
+	not principal_listed(route)
 }
 
 # METADATA
@@ -49,9 +73,10 @@ failures contains "principal_not_allowed" if {
 #   pci_dss: ["1.3.1", "1.4.2"]
 #   soc2: ["CC6.1", "CC6.6"]
 #   glba: ["314.4(c)(1)"]
-failures contains "network_not_allowed" if {
-	routing.route.network
-	not network_allowed
+fails("network_not_allowed", route) if {
+	network := route.network
+	network
+	not network_allowed(network)
 }
 
 # METADATA
@@ -62,9 +87,10 @@ failures contains "network_not_allowed" if {
 # custom:
 #   soc2: ["CC6.1", "CC6.8"]
 #   glba: ["314.4(c)(1)"]
-failures contains "device_posture" if {
-	routing.route.device
-	not device_allowed
+fails("device_posture", route) if {
+	device := route.device
+	device
+	not device_allowed(device)
 }
 
 # METADATA
@@ -76,9 +102,10 @@ failures contains "device_posture" if {
 # custom:
 #   soc2: ["CC6.1", "CC7.2"]
 #   glba: ["314.4(c)(1)"]
-failures contains "risk_too_high" if {
-	routing.route.risk
-	not risk_acceptable
+fails("risk_too_high", route) if {
+	risk := route.risk
+	risk
+	not risk_acceptable(risk)
 }
 
 # METADATA
@@ -90,20 +117,20 @@ failures contains "risk_too_high" if {
 #   pci_dss: ["7.2.1"]
 #   soc2: ["CC6.1"]
 #   glba: ["314.4(c)(1)"]
-failures contains "outside_business_hours" if {
-	routing.route.business_hours
-	not within_business_hours
+fails("outside_business_hours", route) if {
+	hours := route.business_hours
+	hours
+	not within_business_hours(hours)
 }
 
 # METADATA
 # title: Network allowed
 # description: >-
-#   The client address lies in one of the route's CIDRs. Written positively, so that a
-#   missing address or CIDR list leaves it undefined and the check fails closed.
+#   The client address lies in one of the network's CIDRs. Written positively, so that
+#   a missing address or CIDR list leaves it undefined and the check fails closed.
 # custom:
 #   internal: true
-network_allowed if {
-	network := routing.route.network
+network_allowed(network) if {
 	address := client_address(network, request.headers, request.source_address)
 	ip_address(address)
 	some cidr in network.cidrs
@@ -122,72 +149,73 @@ ip_address(value) if net.cidr_is_valid(concat("", [value, "/32"]))
 
 # METADATA
 # title: Device allowed
-# description: The device posture header holds one of the route's allowed postures.
+# description: The device posture header holds one of the allowed postures.
 # custom:
 #   internal: true
-device_allowed if {
-	device := routing.route.device
-	request.headers[device.header] in device.allowed
-}
+device_allowed(device) if request.headers[device.header] in device.allowed
 
 # METADATA
 # title: Risk acceptable
-# description: A risk score is present, parses, and does not exceed the route's maximum.
+# description: A risk score is present, parses, and does not exceed the maximum.
 # custom:
 #   internal: true
-risk_acceptable if {
-	risk := routing.route.risk
-	risk_score(risk, request.headers, request.filter_metadata) <= risk.max
-}
+risk_acceptable(risk) if risk_score(risk, request.headers, request.filter_metadata) <= risk.max
 
 # METADATA
 # title: Within business hours now
-# description: The current time falls in the route's business hours.
+# description: The current time falls in the business hours.
 # custom:
 #   internal: true
-within_business_hours if within_hours(routing.route.business_hours, time.now_ns())
+within_business_hours(hours) if within_hours(hours, time.now_ns())
 
 # METADATA
 # title: mTLS needed
 # description: The route requires mTLS explicitly, through an allow-list, or as its authentication.
 # custom:
 #   internal: true
-mtls_needed if routing.route.mtls.required == true
+mtls_needed(route) if route.mtls.required == true
 
 # METADATA
 # title: mTLS needed for an allow-list
 # description: A SPIFFE ID allow-list can only be checked with a client certificate.
 # custom:
 #   internal: true
-mtls_needed if count(allowed_principals) + count(allowed_prefixes) > 0
+mtls_needed(route) if allow_listed(route)
 
 # METADATA
 # title: mTLS needed for mTLS authentication
 # description: A route authenticated by mTLS has no other identity.
 # custom:
 #   internal: true
-mtls_needed if routing.authentication == "mtls"
+mtls_needed(route) if routing.mode(route) == "mtls"
+
+# METADATA
+# title: SPIFFE ID allow-list
+# description: The route lists SPIFFE IDs or SPIFFE ID prefixes.
+# custom:
+#   internal: true
+allow_listed(route) if count(allowed_principals(route)) + count(allowed_prefixes(route)) > 0
 
 # METADATA
 # title: Allowed SPIFFE IDs
-# description: SPIFFE IDs the selected route accepts exactly.
+# description: SPIFFE IDs a route accepts exactly.
 # custom:
 #   internal: true
-allowed_principals := object.get(routing.route, ["mtls", "principals"], [])
+allowed_principals(route) := object.get(route, ["mtls", "principals"], [])
 
 # METADATA
 # title: Allowed SPIFFE ID prefixes
-# description: SPIFFE ID paths under which the selected route accepts any workload.
+# description: SPIFFE ID paths under which a route accepts any workload.
 # custom:
 #   internal: true
-allowed_prefixes := object.get(routing.route, ["mtls", "principal_prefixes"], [])
+allowed_prefixes(route) := object.get(route, ["mtls", "principal_prefixes"], [])
 
 # METADATA
 # title: Principal listed
-# description: The client's SPIFFE ID is on the selected route's allow-list.
+# description: The client's SPIFFE ID is on the route's allow-list.
 # custom:
 #   internal: true
-principal_listed if principal_allowed(request.principal, allowed_principals, allowed_prefixes)
+principal_listed(route) if principal_allowed(request.principal, allowed_principals(route), allowed_prefixes(route))
 
 # METADATA
 # title: Exact SPIFFE ID
