@@ -3,6 +3,7 @@
 //	authz serve   [--config FILE]           run the ext_authz gRPC service (embedded default without --config)
 //	authz token   --sub S --scope "a b" ...  mint a development access token
 //	authz check   [-H ...] URL               send one Envoy-shaped CheckRequest and print the decision
+//	authz bench   [flags]                    load a running service, next to a no-op server
 //	authz compliance --policies DIR          print the compliance matrix of a policy library
 package main
 
@@ -28,6 +29,7 @@ Usage:
                                             (exit 0 allowed, 1 denied, 2 error)
   authz compliance --policies DIR [--format markdown|csv|json]
                                             print requirement -> rules -> tests from policy annotations
+  authz bench [flags]                       measure a running service under load, next to a no-op server
 
 Run "authz COMMAND -h" for a command's flags.
 `
@@ -50,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"token":      mintToken,
 		"check":      check,
 		"compliance": runCompliance,
+		"bench":      bench,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -1,0 +1,259 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"flag"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+
+	"github.com/finauthz/authz/authz/token"
+)
+
+var memTokens = flag.Int64("tokens", 0,
+	"TestVerifierMemoryIsBounded: distinct valid tokens to push through the verifier (e.g. 10000000); 0 skips the test")
+
+const memIssuer = "https://loadtest-issuer.invalid"
+
+// TestVerifierMemoryIsBounded pushes -tokens distinct valid tokens through a token.Verifier with the default
+// verification cache size and reports the process's resident memory as it goes: the cache is bounded, so the
+// peak must level off once the cache is full instead of growing with the number of tokens. It takes minutes for
+// millions of tokens and is skipped unless -tokens is given:
+//
+//	go test -run TestVerifierMemoryIsBounded -v -timeout 60m ./authz/loadtest -tokens 10000000
+//
+// Tokens are signed with Ed25519, the cheapest signature the verifier accepts, built without a JWT library; each
+// is signed and verified once, never stored.
+func TestVerifierMemoryIsBounded(t *testing.T) {
+	total := *memTokens
+	if total <= 0 {
+		t.Skip("give -tokens N to run it")
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := publishKey(t, pub)
+	ctx := context.Background()
+	v, err := token.NewVerifier(ctx, token.Config{
+		Issuers: []token.Issuer{{Issuer: memIssuer, JWKSURI: jwks, Audiences: []string{"loadtest"}, Algorithms: []string{"EdDSA"}}},
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ok, _ := v.Ready(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("verifier not ready within 10s")
+		}
+	}
+
+	const samples = 20
+	var (
+		next, done atomic.Int64
+		failures   atomic.Int64
+		firstErr   sync.Once
+		wg         sync.WaitGroup
+	)
+	start := time.Now()
+	exp := start.Add(2 * time.Hour).Unix()
+	const chunk = 256
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			s := newEdSigner(priv, start.Unix(), exp)
+			for {
+				first := next.Add(chunk) - chunk
+				if first >= total {
+					return
+				}
+				for i := first; i < min(first+chunk, total); i++ {
+					if _, err := v.Verify(ctx, s.token(i)); err != nil {
+						failures.Add(1)
+						firstErr.Do(func() { t.Errorf("token %d: %v", i, err) })
+					}
+				}
+				done.Add(min(first+chunk, total) - first)
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var sampler sync.WaitGroup
+	var marks []memSample
+	sampler.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		nextMark := total / samples
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if n := done.Load(); n >= nextMark {
+				m := sample(n, time.Since(start))
+				marks = append(marks, m)
+				t.Logf("%11d tokens  %6.0fs  %7.0f tokens/s  rss %6.1f MiB  peak %6.1f MiB  heap in use %6.1f MiB",
+					m.tokens, m.elapsed.Seconds(), float64(m.tokens)/m.elapsed.Seconds(), mib(m.rss), mib(m.hwm), mib(m.heap))
+				for nextMark <= n {
+					nextMark += total / samples
+				}
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	sampler.Wait()
+	end := sample(done.Load(), time.Since(start))
+	marks = append(marks, end)
+	t.Logf("%d distinct tokens verified in %v (%.0f/s, %d failures); peak RSS %.1f MiB, heap in use %.1f MiB",
+		end.tokens, end.elapsed.Round(time.Second), float64(end.tokens)/end.elapsed.Seconds(), failures.Load(), mib(end.hwm), mib(end.heap))
+	if failures.Load() > 0 {
+		t.Fatalf("%d of %d tokens failed to verify", failures.Load(), total)
+	}
+	// What stays reachable is, almost all of it, the cache: its size per entry is what cache_size costs.
+	runtime.GC()
+	var live runtime.MemStats
+	runtime.ReadMemStats(&live)
+	cached := min(end.tokens, token.DefaultCacheSize)
+	t.Logf("live heap after GC: %.1f MiB, %.1f KiB per cached token (%d cached)",
+		mib(live.HeapAlloc), float64(live.HeapAlloc)/float64(cached)/1024, cached)
+
+	// The default cache holds 100,000 entries. Once 3x that many tokens went through it is full and evicting;
+	// from then on the peak may only wobble with garbage collection, not grow with the token count.
+	var full *memSample
+	for i := range marks {
+		if marks[i].tokens >= 3*token.DefaultCacheSize {
+			full = &marks[i]
+			break
+		}
+	}
+	if full == nil || full == &marks[len(marks)-1] || end.tokens < 2*full.tokens {
+		t.Logf("too few tokens (%d) to judge the plateau: give -tokens of at least %d", end.tokens, 10*token.DefaultCacheSize)
+		return
+	}
+	growth := float64(end.hwm-full.hwm) / float64(full.hwm)
+	t.Logf("peak RSS after %d tokens (cache full): %.1f MiB; after %d: %.1f MiB (%+.1f%%)",
+		full.tokens, mib(full.hwm), end.tokens, mib(end.hwm), 100*growth)
+	if growth > 0.25 {
+		t.Errorf("peak RSS grew by %.0f%% while the token count grew %.0fx past a full cache: the cache is not bounding memory",
+			100*growth, float64(end.tokens)/float64(full.tokens))
+	}
+}
+
+// publishKey serves a JWKS holding pub on loopback and returns its URL.
+func publishKey(t *testing.T, pub ed25519.PublicKey) string {
+	t.Helper()
+	jwk, err := jwkset.NewJWKFromKey(pub, jwkset.JWKOptions{
+		Metadata: jwkset.JWKMetadataOptions{KID: "mem-1", ALG: jwkset.AlgEdDSA, USE: jwkset.UseSig},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := jwkset.NewMemoryStorage()
+	if err := store.KeyWrite(context.Background(), jwk); err != nil {
+		t.Fatal(err)
+	}
+	body, err := store.JSONPublic(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/jwks.json"
+}
+
+// edSigner builds distinct access tokens by number, shaped like the development issuer's, reusing its buffers.
+type edSigner struct {
+	priv      ed25519.PrivateKey
+	iat, exp  string
+	header    string
+	payload   []byte
+	signing   []byte
+	signature [86]byte // base64url of the 64-byte signature, unpadded
+}
+
+func newEdSigner(priv ed25519.PrivateKey, iat, exp int64) *edSigner {
+	return &edSigner{
+		priv:   priv,
+		iat:    strconv.FormatInt(iat, 10),
+		exp:    strconv.FormatInt(exp, 10),
+		header: base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"EdDSA","kid":"mem-1","typ":"at+jwt"}`)),
+	}
+}
+
+func (s *edSigner) token(i int64) string {
+	n := strconv.FormatInt(i, 10)
+	s.payload = append(s.payload[:0], `{"iss":"`+memIssuer+`","sub":"cust-`...)
+	s.payload = append(s.payload, n+`","aud":"loadtest","client_id":"tpp-`+strconv.FormatInt(i%50, 10)+
+		`","iat":`+s.iat+`,"nbf":`+s.iat+`,"auth_time":`+s.iat+`,"exp":`+s.exp+
+		`,"jti":"`+n+`","scope":"accounts:read transactions:read payments:read","accounts":["acc-`+n+`-a","acc-`+n+`-b"]}`...)
+	s.signing = append(s.signing[:0], s.header...)
+	s.signing = append(s.signing, '.')
+	s.signing = base64.RawURLEncoding.AppendEncode(s.signing, s.payload)
+	sig := ed25519.Sign(s.priv, s.signing)
+	base64.RawURLEncoding.Encode(s.signature[:], sig)
+	var b strings.Builder
+	b.Grow(len(s.signing) + 1 + len(s.signature))
+	b.Write(s.signing)
+	b.WriteByte('.')
+	b.Write(s.signature[:])
+	return b.String()
+}
+
+type memSample struct {
+	tokens   int64
+	elapsed  time.Duration
+	rss, hwm int64 // bytes, from /proc/self/status
+	heap     uint64
+}
+
+func sample(tokens int64, elapsed time.Duration) memSample {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m := memSample{tokens: tokens, elapsed: elapsed, heap: ms.HeapInuse}
+	m.rss, m.hwm = procStatus("VmRSS:"), procStatus("VmHWM:")
+	return m
+}
+
+// procStatus reads a memory field of /proc/self/status in bytes, or -1 where there is none (not Linux).
+func procStatus(field string) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+func mib[T int64 | uint64](b T) float64 { return float64(b) / (1 << 20) }
