@@ -29,7 +29,7 @@ const (
 	DefaultMaxStale           = 24 * time.Hour
 	DefaultFetchTimeout       = 10 * time.Second
 	DefaultMaxJWKSBytes       = 1 << 20
-	DefaultCacheSize          = 100000
+	DefaultCacheSize          = 10000
 	DefaultGracePeriod        = 15 * time.Second
 	DefaultDevIssuerListen    = "127.0.0.1:9192"
 	DefaultMaxRequestBytes    = 4 << 20

@@ -23,7 +23,7 @@ const (
 	DefaultMaxStale           = 24 * time.Hour
 	DefaultFetchTimeout       = 10 * time.Second
 	DefaultMaxJWKSBytes       = 1 << 20
-	DefaultCacheSize          = 100_000
+	DefaultCacheSize          = 10_000
 )
 
 // Config configures a [Verifier]. Zero values select the defaults above; the config package fills it from
@@ -52,7 +52,7 @@ type Config struct {
 	// Default 1 MiB.
 	MaxJWKSBytes int64
 
-	// CacheSize bounds the verification cache (entries). 0 selects the default of 100000; a negative value
+	// CacheSize bounds the verification cache (entries). 0 selects the default of 10000; a negative value
 	// disables the cache.
 	CacheSize int
 
