@@ -108,7 +108,7 @@ func TestZeroConfigValuesSelectTheDefaults(t *testing.T) {
 		{"max_stale", s.maxStale, 24 * time.Hour},
 		{"fetch_timeout", s.fetchTimeout, 10 * time.Second},
 		{"max_jwks_bytes", s.maxJWKSBytes, int64(1 << 20)},
-		{"cache_size", s.cacheSize, 100000},
+		{"cache_size", s.cacheSize, 10000},
 		{"algorithms", strings.Join(s.issuers[0].algorithms, ","), "RS256,RS384,RS512,PS256,PS384,PS512,ES256,ES384,ES512,EdDSA"},
 		{"http client timeout", s.httpClient.Timeout, 10 * time.Second},
 		{"TLS minimum", s.ownedTransport.TLSClientConfig.MinVersion, uint16(0x0303)},
