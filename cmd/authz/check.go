@@ -52,7 +52,7 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	req, err := envoyreq.New(envoyreq.Request{
 		Method: *method, URL: fs.Arg(0), Headers: headers, Body: []byte(*data), MaxBody: 8192,
-		Principal: *principal, Source: *source, RequestID: fmt.Sprintf("authz-check-%d", time.Now().UnixNano()),
+		Principal: *principal, Source: *source, RequestID: fmt.Sprintf("authz-check-%x", time.Now().UnixNano()), // hex: a long digit run reads as a card number to log masking
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "authz check: %v\n", err)
