@@ -113,21 +113,8 @@ func FromDecision(d *policy.Decision) *authv3.CheckResponse {
 // reason (such as "token_expired") goes to dynamic metadata only, never to
 // the client.
 func InvalidToken(reason string) *authv3.CheckResponse {
-	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.Unauthenticated)},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
-			Headers: headerOptions([]policy.Header{
-				{Key: "www-authenticate", Value: bearerInvalidToken},
-				{Key: "content-type", Value: contentTypeJSON},
-			}),
-			Body: bodyInvalidToken,
-		}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			keyDecision: structpb.NewStringValue("deny"),
-			keyReason:   structpb.NewStringValue(reason),
-		}},
-	}
+	return localReply(codes.Unauthenticated, typev3.StatusCode_Unauthorized, bodyInvalidToken, reason,
+		policy.Header{Key: "www-authenticate", Value: bearerInvalidToken})
 }
 
 // Error returns the fail-closed response for a request that could not be
@@ -135,18 +122,7 @@ func InvalidToken(reason string) *authv3.CheckResponse {
 // PERMISSION_DENIED and a 403 local reply with a generic JSON body. The
 // reason goes to dynamic metadata only.
 func Error(reason string) *authv3.CheckResponse {
-	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
-			Headers: headerOptions([]policy.Header{{Key: "content-type", Value: contentTypeJSON}}),
-			Body:    bodyAccessDenied,
-		}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			keyDecision: structpb.NewStringValue("deny"),
-			keyReason:   structpb.NewStringValue(reason),
-		}},
-	}
+	return localReply(codes.PermissionDenied, typev3.StatusCode_Forbidden, bodyAccessDenied, reason)
 }
 
 // BadRequest returns the response for a request refused before any
@@ -155,12 +131,19 @@ func Error(reason string) *authv3.CheckResponse {
 // §3.1 invalid_request). The reason goes to dynamic metadata only; nothing
 // of the request is echoed.
 func BadRequest(reason string) *authv3.CheckResponse {
+	return localReply(codes.InvalidArgument, typev3.StatusCode_BadRequest, bodyBadRequest, reason)
+}
+
+// localReply is a denial that the service answers itself, before or instead of a policy decision: a JSON body
+// that says nothing of the request, and the reason in dynamic metadata only.
+func localReply(code codes.Code, httpStatus typev3.StatusCode, body, reason string, extra ...policy.Header) *authv3.CheckResponse {
+	headers := append(extra, policy.Header{Key: "content-type", Value: contentTypeJSON})
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.InvalidArgument)},
+		Status: &rpcstatus.Status{Code: int32(code)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
-			Headers: headerOptions([]policy.Header{{Key: "content-type", Value: contentTypeJSON}}),
-			Body:    bodyBadRequest,
+			Status:  &typev3.HttpStatus{Code: httpStatus},
+			Headers: headerOptions(headers),
+			Body:    body,
 		}},
 		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 			keyDecision: structpb.NewStringValue("deny"),
