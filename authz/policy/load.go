@@ -29,6 +29,9 @@ type bundleFiles struct {
 // path becomes its data path, and "a.b:path" loads path under data.a.b.
 // fsys nil means the operating system's files.
 func loadFiles(fsys fs.FS, paths []string) (*bundleFiles, error) {
+	if fsys == nil {
+		paths = pinVolumes(paths)
+	}
 	rec := &recordingFS{fsys: fsys}
 	res, err := loader.NewFileLoader().
 		WithFS(rec).
@@ -44,6 +47,31 @@ func loadFiles(fsys fs.FS, paths []string) (*bundleFiles, error) {
 		revision:  revision(paths, rec.files),
 		count:     len(rec.files),
 	}, nil
+}
+
+// pinVolumes replaces each directory that is a Kubernetes ConfigMap or Secret volume by the version its "..data"
+// link names at this moment. The volume's files are links through "..data", which the kubelet swaps atomically;
+// reading them one by one across a swap would compile old and new files together. Reading from the resolved
+// version directory gives every file of one load from one version; the next swap triggers the next load.
+func pinVolumes(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = p
+		prefix, root := loader.SplitPrefix(p)
+		link := filepath.Join(root, "..data")
+		if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			continue
+		}
+		version, err := filepath.EvalSymlinks(link)
+		if err != nil {
+			continue // a swap in progress: the loader reports what it cannot read
+		}
+		if len(prefix) > 0 {
+			version = strings.Join(prefix, ".") + ":" + version
+		}
+		out[i] = version
+	}
+	return out
 }
 
 // skipFile leaves out Rego tests, which are for `opa test` and not for
