@@ -167,8 +167,13 @@ func Parse(data []byte, name, dir string) (*Config, error) {
 		return nil, err
 	}
 	for i, p := range c.Policy.Paths {
-		if !filepath.IsAbs(p) {
-			c.Policy.Paths[i] = filepath.Join(dir, p)
+		// OPA's "a.b:path" form loads path under data.a.b; only the path part is relative to dir.
+		prefix, path := "", p
+		if before, after, ok := strings.Cut(p, ":"); ok && before != "" && !strings.ContainsAny(before, `/\`) {
+			prefix, path = before+":", after
+		}
+		if !filepath.IsAbs(path) {
+			c.Policy.Paths[i] = prefix + filepath.Join(dir, path)
 		}
 	}
 	if c.DevIssuer.KeyFile != "" && !filepath.IsAbs(c.DevIssuer.KeyFile) {

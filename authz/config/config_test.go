@@ -101,6 +101,20 @@ func TestRejectNonNormalizedPathsIsOnUnlessTurnedOff(t *testing.T) {
 	}
 }
 
+func TestPolicyPathsResolveAgainstTheConfigDirectory(t *testing.T) {
+	y := strings.Replace(good, "paths: [policies]", `paths: [policies, "tables.routes:data/routes", /abs/policy.rego, "x.y:/abs/dir"]`, 1)
+	c, err := Parse([]byte(y), "authz.yaml", "/etc/authz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/etc/authz/policies", "tables.routes:/etc/authz/data/routes", "/abs/policy.rego", "x.y:/abs/dir"}
+	for i, w := range want {
+		if c.Policy.Paths[i] != w {
+			t.Errorf("paths[%d] = %q, want %q", i, c.Policy.Paths[i], w)
+		}
+	}
+}
+
 func TestCheckJWKSURI(t *testing.T) {
 	tests := []struct {
 		uri string
