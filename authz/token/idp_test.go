@@ -153,6 +153,7 @@ func unsignedToken(t testing.TB, header map[string]any, claims jwt.MapClaims, si
 type testIdP struct {
 	srv      *httptest.Server
 	requests atomic.Int64
+	inflight atomic.Int64 // requests being answered
 
 	mu     sync.Mutex
 	status int
@@ -186,6 +187,8 @@ func startIdP(t testing.TB, useTLS bool, keys ...signingKey) *testIdP {
 
 func (p *testIdP) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
 	p.mu.Lock()
 	p.times = append(p.times, time.Now())
 	gate, status, body := p.gate, p.status, p.body
