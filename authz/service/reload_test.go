@@ -53,7 +53,7 @@ func answer(o outcome) string {
 // reloadHarness runs the service on a policy directory with OnPolicyReload and the log recorded.
 type reloadHarness struct {
 	addr    string
-	logs    *logBuffer
+	logs    *lockedBuffer
 	reloads chan policyReload
 }
 
@@ -64,7 +64,7 @@ type policyReload struct {
 
 func startReloadService(t *testing.T, policyDir string) *reloadHarness {
 	t.Helper()
-	h := &reloadHarness{logs: &logBuffer{}, reloads: make(chan policyReload, 1000)}
+	h := &reloadHarness{logs: &lockedBuffer{}, reloads: make(chan policyReload, 1000)}
 	p := newIDP(t, newSigner(t, "k", "ES256"))
 	yaml := fmt.Sprintf(`
 listen: 127.0.0.1:0

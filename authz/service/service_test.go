@@ -23,12 +23,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/golang-jwt/jwt/v5"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/finauthz/authz/authz/config"
 )
 
 // signer is one key of a test identity provider.
@@ -153,29 +149,7 @@ func startService(t testing.TB, yaml string) *harness {
 // startServiceIn runs the service configured by yaml, relative paths resolved against dir, and connects a client.
 func startServiceIn(t testing.TB, yaml, dir string, opts Options) *harness {
 	t.Helper()
-	cfg, err := config.Parse([]byte(yaml), "test.yaml", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, opts)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	h := &harness{cancel: cancel, done: make(chan error, 1)}
-	go func() { h.done <- svc.Run(ctx) }()
-	conn, err := grpc.NewClient(svc.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		h.stop(t)
-	})
-	h.auth = authv3.NewAuthorizationClient(conn)
-	h.health = healthpb.NewHealthClient(conn)
-	return h
+	return startObserved(t, yaml, dir, opts).harness
 }
 
 func (h *harness) stop(t testing.TB) {

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -135,52 +133,11 @@ func writeFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-// logBuffer collects a service's log output for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // runService runs the service configured by yaml, relative paths resolved against dir, until the test ends, and
 // returns its gRPC address.
 func runService(t testing.TB, yaml, dir string, opts Options) string {
 	t.Helper()
-	cfg, err := config.Parse([]byte(yaml), "test.yaml", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, opts)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v after cancel, want nil", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("service did not stop within 10s of cancel")
-		}
-	})
-	return svc.Addr().String()
+	return startObserved(t, yaml, dir, opts).svc.Addr().String()
 }
 
 // dial returns an Authorization client over creds.
@@ -350,7 +307,7 @@ func TestCertificateReload(t *testing.T) {
 	ca := newTestCA(t, "server CA")
 	dir := tlsDir(t, ca)
 	events := make(chan reloadEvent, 16)
-	logs := &logBuffer{}
+	logs := &lockedBuffer{}
 	addr := runService(t, tlsYAML(t, "{cert_file: server.crt, key_file: server.key}", ""), dir, Options{
 		Logger:              slog.New(slog.NewTextHandler(logs, nil)),
 		OnCertificateReload: func(leaf *x509.Certificate, err error) { events <- reloadEvent{leaf, err} },
