@@ -118,6 +118,8 @@ type snapshot struct {
 	// partial is set to report evaluation errors: the residual policy's
 	// expressions have lost their source locations.
 	written rego.PreparedEvalQuery
+	// deps are the input paths the prepared query's decision can depend on.
+	deps inputDeps
 }
 
 const (
@@ -348,10 +350,11 @@ func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 	if s.prepared, err = e.prepare(ctx, compiler, store, files.revision, false); err != nil {
 		return nil, err
 	}
+	s.deps = analyseInput(compiler, e.query)
 	if !e.partialEval(compiler) {
 		return s, nil
 	}
-	residual, err := e.prepareResidual(ctx, store, files)
+	residual, deps, err := e.prepareResidual(ctx, store, files)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("policy: prepare %s: %w", e.cfg.Query, ctxErr)
@@ -360,7 +363,7 @@ func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 			slog.String("revision", files.revision), slog.String("error", err.Error()))
 		return s, nil
 	}
-	s.written, s.prepared, s.partial = s.prepared, residual, true
+	s.written, s.prepared, s.partial, s.deps = s.prepared, residual, true, deps
 	return s, nil
 }
 
@@ -402,27 +405,30 @@ func (e *Engine) partialEval(compiler *ast.Compiler) bool {
 // prepareResidual partially evaluates the query, within its time and size
 // bounds, and prepares the residual policy. Partial evaluation adds the
 // residual policy to the compiler, so it gets a compiler of its own.
-func (e *Engine) prepareResidual(ctx context.Context, store storage.Store, files *bundleFiles) (rego.PreparedEvalQuery, error) {
+func (e *Engine) prepareResidual(ctx context.Context, store storage.Store, files *bundleFiles) (rego.PreparedEvalQuery, inputDeps, error) {
 	timeout := cmp.Or(e.cfg.partialEvalTimeout, defaultPartialEvalTimeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	compiler, err := compile(ctx, store, files.modules)
 	if err != nil {
-		return rego.PreparedEvalQuery{}, err
+		return rego.PreparedEvalQuery{}, inputDeps{}, err
 	}
 	prepared, err := e.prepare(ctx, compiler, store, files.revision, true)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return rego.PreparedEvalQuery{}, fmt.Errorf("policy: partial evaluation took longer than %v", timeout)
+			return rego.PreparedEvalQuery{}, inputDeps{}, fmt.Errorf("policy: partial evaluation took longer than %v", timeout)
 		}
-		return rego.PreparedEvalQuery{}, err
+		return rego.PreparedEvalQuery{}, inputDeps{}, err
 	}
 	limit := cmp.Or(e.cfg.maxResidualRules, defaultMaxResidualRules)
 	if n := residualRules(compiler); n > limit {
-		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: partial evaluation left %d rules, more than %d", n, limit)
+		return rego.PreparedEvalQuery{}, inputDeps{}, fmt.Errorf("policy: partial evaluation left %d rules, more than %d", n, limit)
 	}
-	return prepared, nil
+	return prepared, analyseInput(compiler, residualQuery), nil
 }
+
+// residualQuery is the query OPA prepares from the residual policy.
+var residualQuery = ast.MustParseBody("data." + partialNamespace + ".__result__")
 
 // prepare prepares the query, after partial evaluation when partial is set.
 func (e *Engine) prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, revision string, partial bool) (rego.PreparedEvalQuery, error) {

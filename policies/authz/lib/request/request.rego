@@ -43,6 +43,18 @@ sent_segments := input.parsed_path
 headers := object.get(input, ["attributes", "request", "http", "headers"], {})
 
 # METADATA
+# title: Request header
+# description: >-
+#   The value of one request header by its lower-case name; undefined when absent.
+#   Rules that need a header read it through this function rather than from
+#   headers, so that once partial evaluation has made the name a constant the
+#   decision depends on that header alone, and decisions can be memoized across
+#   requests that differ in other headers (request ids, trace context).
+# custom:
+#   internal: true
+header(name) := input.attributes.request.http.headers[name]
+
+# METADATA
 # title: Path segments
 # description: >-
 #   URL-decoded path segments without the query, as the service parsed them; no

@@ -19,6 +19,7 @@ test_accessors_read_the_envoy_input if {
 	request.sent_method == "POST" with input as full_input
 	request.sent_segments == ["payments"] with input as full_input
 	request.headers == {"user-agent": "policy-tests"} with input as full_input
+	request.header("user-agent") == "policy-tests" with input as full_input
 	request.segments == ["payments"] with input as full_input
 	request.body == {"amount": 10} with input as full_input
 	request.source_address == "203.0.113.10" with input as full_input
@@ -31,6 +32,7 @@ test_accessors_read_the_envoy_input if {
 test_absent_attributes_default_to_empty_values if {
 	request.method == "" with input as {}
 	request.headers == {} with input as {}
+	not request.header("user-agent") with input as {}
 	request.segments == [] with input as {}
 	request.body == {} with input as {}
 	request.source_address == "" with input as {}

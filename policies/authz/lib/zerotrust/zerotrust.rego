@@ -131,7 +131,7 @@ fails("outside_business_hours", route) if {
 # custom:
 #   internal: true
 network_allowed(network) if {
-	address := client_address(network, request.headers, request.source_address)
+	address := client_address(network, request.source_address)
 	ip_address(address)
 	some cidr in network.cidrs
 	net.cidr_contains(cidr, address)
@@ -152,14 +152,14 @@ ip_address(value) if net.cidr_is_valid(concat("", [value, "/32"]))
 # description: The device posture header holds one of the allowed postures.
 # custom:
 #   internal: true
-device_allowed(device) if request.headers[device.header] in device.allowed
+device_allowed(device) if request.header(device.header) in device.allowed
 
 # METADATA
 # title: Risk acceptable
 # description: A risk score is present, parses, and does not exceed the maximum.
 # custom:
 #   internal: true
-risk_acceptable(risk) if risk_score(risk, request.headers, request.filter_metadata) <= risk.max
+risk_acceptable(risk) if risk_score(risk, request.filter_metadata) <= risk.max
 
 # METADATA
 # title: Within business hours now
@@ -241,7 +241,7 @@ principal_allowed(principal, _, prefixes) if {
 # description: Without an address header, the client address is the TCP peer's.
 # custom:
 #   internal: true
-client_address(network, _, peer) := peer if not network.address_header
+client_address(network, peer) := peer if not network.address_header
 
 # METADATA
 # title: Client address from the edge
@@ -250,7 +250,7 @@ client_address(network, _, peer) := peer if not network.address_header
 #   sets to the original client's single IP address (e.g. x-envoy-external-address).
 # custom:
 #   internal: true
-client_address(network, headers, _) := headers[network.address_header]
+client_address(network, _) := request.header(network.address_header)
 
 # METADATA
 # title: Risk score from a header
@@ -259,8 +259,8 @@ client_address(network, headers, _) := headers[network.address_header]
 #   score.
 # custom:
 #   internal: true
-risk_score(risk, headers, _) := to_number(value) if {
-	value := headers[risk.header]
+risk_score(risk, _) := to_number(value) if {
+	value := request.header(risk.header)
 	regex.match(decimal_score, value)
 }
 
@@ -272,7 +272,7 @@ risk_score(risk, headers, _) := to_number(value) if {
 #   the route names no risk header.
 # custom:
 #   internal: true
-risk_score(risk, _, metadata) := score if {
+risk_score(risk, metadata) := score if {
 	not risk.header
 	value := metadata[risk.metadata.namespace][risk.metadata.key]
 	score := metadata_number(value)
