@@ -119,7 +119,7 @@ func (r recorder) capture(ctx context.Context, info *server.CheckInfo) entry {
 		if requestBytes(httpReq) > r.maxInputBytes() {
 			e.inputSkip = true
 		} else {
-			e.input = info.Input
+			e.input = info.Input.Value()
 		}
 	}
 	return e

@@ -347,11 +347,21 @@ const (
 
 // timestamp renders google.protobuf.Timestamp as RFC 3339 in UTC with 0, 3, 6
 // or 9 fractional digits, as protojson does.
-func (b *builder) timestamp(ts *timestamppb.Timestamp) (*ast.Term, error) {
+// checkTimestamp reports a time that RFC 3339, and so protojson, cannot
+// represent.
+func checkTimestamp(ts *timestamppb.Timestamp) error {
 	secs, nanos := ts.GetSeconds(), ts.GetNanos()
 	if secs < minTimestampSeconds || secs > maxTimestampSeconds || nanos < 0 || nanos > 999999999 {
-		return nil, fmt.Errorf("%w: attributes.request.time: out of range", ErrInvalidRequest)
+		return fmt.Errorf("%w: attributes.request.time: out of range", ErrInvalidRequest)
 	}
+	return nil
+}
+
+func (b *builder) timestamp(ts *timestamppb.Timestamp) (*ast.Term, error) {
+	if err := checkTimestamp(ts); err != nil {
+		return nil, err
+	}
+	secs, nanos := ts.GetSeconds(), ts.GetNanos()
 	var buf [40]byte
 	t := time.Unix(secs, int64(nanos)).UTC().AppendFormat(buf[:0], "2006-01-02T15:04:05.000000000")
 	for _, suffix := range [...]string{"000", "000", ".000"} {

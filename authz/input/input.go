@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -105,51 +104,11 @@ var (
 // Inputs share immutable terms (field names, version, empty values) with
 // each other: read the result, never modify it in place.
 func Build(req *authv3.CheckRequest, tok ast.Value, opts Options) (ast.Value, error) {
-	if req == nil {
-		return nil, fmt.Errorf("%w: nil request", ErrInvalidRequest)
-	}
-	h := req.GetAttributes().GetRequest().GetHttp()
-	if h == nil {
-		return nil, fmt.Errorf("%w: missing attributes.request.http", ErrInvalidRequest)
-	}
-	if tok != nil && isNilPointer(tok) {
-		// OPA would panic hashing it; a panic here would take the server down.
-		return nil, fmt.Errorf("%w: token value holds a nil pointer", ErrInvalidRequest)
-	}
-	opts = opts.withDefaults()
-
-	var b builder
-	b.reserve(32 + 2*len(h.GetHeaders()) + 4*len(h.GetHeaderMap().GetHeaders()) +
-		strings.Count(h.GetPath(), "/") + 2*strings.Count(h.GetPath(), "&"))
-	attrs, err := b.attributeContext(req.GetAttributes())
+	s, err := NewSource(req, tok, opts)
 	if err != nil {
 		return nil, err
 	}
-	path, query, err := parsePath(&b, h.GetPath())
-	if err != nil {
-		return nil, err
-	}
-	body, truncated, err := parseBody(&b, h, opts)
-	if err != nil {
-		return nil, err
-	}
-
-	var buf [8][2]*ast.Term
-	items := append(buf[:0],
-		ast.Item(keyAttributes, b.term(attrs)),
-		ast.Item(keyParsedPath, path),
-		ast.Item(keyParsedQuery, query),
-		ast.Item(keyParsedBody, body),
-		ast.Item(keyTruncatedBody, ast.InternedTerm(truncated)),
-		ast.Item(keyVersion, versionTerm),
-	)
-	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
-		items = append(items, ast.Item(keySourcePrincipal, b.str(p)))
-	}
-	if tok != nil {
-		items = append(items, ast.Item(keyToken, b.term(tok)))
-	}
-	return ast.NewObject(items...), nil
+	return s.Value(), nil
 }
 
 func isNilPointer(v ast.Value) bool {

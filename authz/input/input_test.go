@@ -424,5 +424,6 @@ func FuzzBuild(f *testing.F) {
 			}
 		}
 		assertValidJSON(t, v)
+		assertLookupsMatch(t, req, opts, v)
 	})
 }

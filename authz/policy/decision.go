@@ -21,7 +21,8 @@ var ErrInvalidResult = errors.New("policy: invalid result")
 // Decision is the parsed result of one policy evaluation. It mirrors the
 // result object of OPA-Envoy: a boolean result b is Decision{Allowed: b}.
 //
-// A Decision returned by [Engine.Eval] is owned by the caller.
+// A Decision returned by [Engine.Eval] may be shared with other calls (the
+// decision cache hands out the same one): read it, never modify it.
 type Decision struct {
 	// Allowed is the verdict.
 	Allowed bool

@@ -25,7 +25,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
+
+	"github.com/finauthz/authz/authz/cache"
 )
 
 // DefaultQuery is the query evaluated when Config.Query is empty; it is
@@ -69,6 +72,14 @@ type Config struct {
 	// for others (a rule it inlines at each reference is evaluated at each),
 	// so by default it applies to policies that ask for it.
 	PartialEval PartialEvalMode
+	// DecisionCacheSize bounds the decisions remembered per revision (see
+	// [Engine.Eval]): zero means DefaultDecisionCacheSize, negative turns the
+	// cache off.
+	DecisionCacheSize int
+	// DecisionCacheTTL bounds how long a remembered decision is served; zero
+	// means DefaultDecisionCacheTTL. Decisions are exact for as long as the
+	// revision serves, so this only bounds the cache's memory over time.
+	DecisionCacheTTL time.Duration
 	// partialEvalTimeout and maxResidualRules override defaultPartialEvalTimeout
 	// and defaultMaxResidualRules when positive (for tests).
 	partialEvalTimeout time.Duration
@@ -101,6 +112,8 @@ type Engine struct {
 	validation ast.Body // nil without Config.ValidationQuery
 	logger     *slog.Logger
 
+	memoStats MemoStats
+
 	current  atomic.Pointer[snapshot]
 	reloadMu sync.Mutex // serialises Reload so an older load never replaces a newer one
 }
@@ -120,6 +133,9 @@ type snapshot struct {
 	written rego.PreparedEvalQuery
 	// deps are the input paths the prepared query's decision can depend on.
 	deps inputDeps
+	// memo remembers decisions; nil when the cache is off or deps.off says
+	// why decisions cannot be remembered.
+	memo *memo
 }
 
 const (
@@ -167,7 +183,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.current.Store(s)
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy loaded",
 		slog.String("revision", s.revision), slog.Int("files", s.files), slog.String("query", cfg.Query),
-		slog.Bool("partial_eval", s.partial))
+		slog.Bool("partial_eval", s.partial), s.memoAttr())
 	return e, nil
 }
 
@@ -200,26 +216,81 @@ func cleanPaths(fsys fs.FS, paths []string) []string {
 	return out
 }
 
-// Eval evaluates the query with input and parses the result. The error
-// wraps ErrUndefined or ErrInvalidResult for results that are not a
-// decision; any other error is an evaluation error: it wraps ctx.Err() when
-// ctx stopped the evaluation, else OPA's *topdown.Error, whose message
-// (which may quote input values) its own message leaves out.
+// Source is an input document that the engine can read in parts: a
+// decision served from the decision cache needs only the values at the
+// paths its key is made of. Lookup and Value must agree: Lookup(p) is the
+// value Value() holds at p, nil where it holds none.
+type Source interface {
+	// Lookup returns the value at path, which starts below input.
+	Lookup(path ast.Ref) ast.Value
+	// Value returns the whole document.
+	Value() ast.Value
+}
+
+// valueSource is the Source of a built document.
+type valueSource struct{ v ast.Value }
+
+func (s valueSource) Lookup(path ast.Ref) ast.Value {
+	if len(path) == 0 {
+		return s.v
+	}
+	v, err := s.v.Find(path)
+	if err != nil {
+		return nil
+	}
+	return v
+}
+
+func (s valueSource) Value() ast.Value { return s.v }
+
+// Eval evaluates the query with input and parses the result; it is
+// EvalSource of the document input.
 func (e *Engine) Eval(ctx context.Context, input ast.Value) (*Decision, error) {
+	return e.EvalSource(ctx, valueSource{input})
+}
+
+// EvalSource evaluates the query with the input document of src and parses
+// the result. The error wraps ErrUndefined or ErrInvalidResult for results
+// that are not a decision; any other error is an evaluation error: it wraps
+// ctx.Err() when ctx stopped the evaluation, else OPA's *topdown.Error, whose
+// message (which may quote input values) its own message leaves out.
+//
+// Decisions are remembered per revision (Config.DecisionCacheSize): when the
+// revision's decisions can depend only on the input values at known paths
+// (see analyseInput), an evaluation that called no non-deterministic builtin
+// is stored under the SHA-256 of those values, and a later input with the
+// same values there gets the same decision without an evaluation, reading
+// nothing else of src.
+func (e *Engine) EvalSource(ctx context.Context, src Source) (*Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("policy: evaluate %s: %w", e.cfg.Query, err)
 	}
 	s := e.current.Load()
+	var (
+		key  cache.Key
+		now  time.Time
+		memo = s.memo != nil && s.memo.key(src, &key)
+	)
+	if memo {
+		now = time.Now()
+		if d, ok := s.memo.get(&key, now); ok {
+			e.memoStats.Hits.Add(1)
+			return d, nil
+		}
+	}
 	// OPA would start a goroutine per evaluation to watch ctx; AfterFunc
 	// only runs one if ctx is actually cancelled while evaluating.
+	input := src.Value()
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)
 	vc := virtualCaches.Get().(*virtualCache)
+	ndb := ndbCaches.Get().(builtins.NDBCache)
 	rs, err := s.prepared.Eval(ctx,
 		rego.EvalParsedInput(input),
 		rego.EvalMetrics(metrics.NoOp()),
 		rego.EvalExternalCancel(cancel),
-		rego.EvalVirtualCache(vc))
+		rego.EvalVirtualCache(vc),
+		rego.EvalNDBuiltinCache(ndb))
 	vc.reset()
 	if err != nil && s.partial && ctx.Err() == nil {
 		// Errors are rare; evaluating the policy as written reports them at
@@ -232,6 +303,11 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (*Decision, error) {
 		vc.reset()
 	}
 	virtualCaches.Put(vc)
+	// A decision that read the clock, the network or randomness holds for
+	// this evaluation only.
+	deterministic := len(ndb) == 0
+	clear(ndb)
+	ndbCaches.Put(ndb)
 	stop()
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil && topdown.IsCancel(err) {
@@ -262,6 +338,16 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (*Decision, error) {
 		return nil, err
 	}
 	d.Revision = s.revision
+	if memo {
+		if deterministic {
+			e.memoStats.Misses.Add(1)
+			s.memo.put(&key, d, now)
+		} else {
+			e.memoStats.Uncacheable.Add(1)
+		}
+	} else if s.memo != nil {
+		e.memoStats.Uncacheable.Add(1)
+	}
 	return d, nil
 }
 
@@ -305,8 +391,24 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.current.Store(s)
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy reloaded",
 		slog.String("revision", s.revision), slog.String("previous", old.revision), slog.Int("files", s.files),
-		slog.Bool("partial_eval", s.partial))
+		slog.Bool("partial_eval", s.partial), s.memoAttr())
 	return nil
+}
+
+// memoAttr describes the revision's decision cache for the load log: the
+// input paths its keys hash, or why it is off.
+func (s *snapshot) memoAttr() slog.Attr {
+	switch {
+	case s.deps.off != "":
+		return slog.String("decision_cache", "off: "+s.deps.off)
+	case s.memo == nil:
+		return slog.String("decision_cache", "off")
+	}
+	paths := make([]string, len(s.deps.paths))
+	for i, p := range s.deps.paths {
+		paths[i] = p.String()
+	}
+	return slog.Any("decision_cache_keys", paths)
 }
 
 // Revision returns a short hex SHA-256 of the names and contents of the
@@ -352,7 +454,7 @@ func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 	}
 	s.deps = analyseInput(compiler, e.query)
 	if !e.partialEval(compiler) {
-		return s, nil
+		return e.withMemo(s), nil
 	}
 	residual, deps, err := e.prepareResidual(ctx, store, files)
 	if err != nil {
@@ -361,11 +463,24 @@ func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 		}
 		e.logger.LogAttrs(ctx, slog.LevelWarn, "policy: partial evaluation failed, evaluating the policy as written",
 			slog.String("revision", files.revision), slog.String("error", err.Error()))
-		return s, nil
+		return e.withMemo(s), nil
 	}
 	s.written, s.prepared, s.partial, s.deps = s.prepared, residual, true, deps
-	return s, nil
+	return e.withMemo(s), nil
 }
+
+// withMemo gives s its decision cache.
+func (e *Engine) withMemo(s *snapshot) *snapshot {
+	size := e.cfg.DecisionCacheSize
+	if size == 0 {
+		size = DefaultDecisionCacheSize
+	}
+	s.memo = newMemo(s.deps, size, cmp.Or(e.cfg.DecisionCacheTTL, DefaultDecisionCacheTTL), &e.memoStats)
+	return s
+}
+
+// DecisionCache returns the lookup counters of the decision cache.
+func (e *Engine) DecisionCache() *MemoStats { return &e.memoStats }
 
 // partialEval reports whether the configuration asks to partially evaluate
 // the compiled policy.

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -32,8 +31,9 @@ type CheckInfo struct {
 	Duration time.Duration
 	// Token is the verified bearer token; nil when the request carried none or it failed verification.
 	Token *token.Token
-	// Input is the policy input; nil when the check ended before the policy.
-	Input ast.Value
+	// Input is the policy input; nil when the check ended before the policy. Its Value builds the whole
+	// document if the policy did not need it (a cached decision), so call it only when it is needed.
+	Input policy.Source
 	// Decision is the policy's decision; nil when the policy was not consulted or failed.
 	Decision *policy.Decision
 	// Response is the answer sent to Envoy; nil when Err is set.

@@ -30,9 +30,10 @@ type Verifier interface {
 	Verify(ctx context.Context, raw string) (*token.Token, error)
 }
 
-// Evaluator evaluates the policy on an input document.
+// Evaluator evaluates the policy on an input document, which it reads through a Source so that a cached
+// decision costs no more of the document than its key.
 type Evaluator interface {
-	Eval(ctx context.Context, input ast.Value) (*policy.Decision, error)
+	EvalSource(ctx context.Context, src policy.Source) (*policy.Decision, error)
 }
 
 // Config holds what a Server needs; Verifier and Policy are required.
@@ -172,13 +173,13 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 		return response.InvalidToken(reason), nil
 	}
 
-	in, err := input.Build(req, tokValue, s.inputOpt)
+	in, err := input.NewSource(req, tokValue, s.inputOpt)
 	if err != nil {
 		s.deny(ctx, "invalid_request", httpReq, slog.String("error", err.Error()))
 		return response.Error("invalid_request"), nil
 	}
 	info.Input = in
-	d, err := s.policy.Eval(ctx, in)
+	d, err := s.policy.EvalSource(ctx, in)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, status.FromContextError(ctxErr).Err()

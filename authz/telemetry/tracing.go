@@ -6,7 +6,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -171,10 +170,10 @@ type tracedEvaluator struct {
 	next server.Evaluator
 }
 
-func (e *tracedEvaluator) Eval(ctx context.Context, input ast.Value) (*policy.Decision, error) {
+func (e *tracedEvaluator) EvalSource(ctx context.Context, src policy.Source) (*policy.Decision, error) {
 	ctx, span := e.t.tracer.Start(ctx, spanEval)
 	defer span.End()
-	d, err := e.next.Eval(ctx, input)
+	d, err := e.next.EvalSource(ctx, src)
 	if err != nil {
 		// Policy errors can quote input values; the span gets a fixed description.
 		span.SetStatus(codes.Error, "policy evaluation failed")
