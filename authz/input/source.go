@@ -189,6 +189,9 @@ func (s *Source) attributePart(path ast.Ref) (ast.Value, bool) {
 		if ac.Source == nil {
 			return nil, true
 		}
+		if v, ok := peerString(ac.Source, path[1:]); ok {
+			return v, true
+		}
 		return find(s.b.peer(ac.Source).Value, path[1:]), true
 	case "metadataContext", "routeMetadataContext":
 		// Present metadata made NewSource build attrs.
@@ -230,6 +233,25 @@ func (s *Source) httpPart(path ast.Ref) (ast.Value, bool) {
 		return find(ast.String(validUTF8(v)), path[2:]), true
 	}
 	return nil, false
+}
+
+// peerString looks up the two strings of a peer that policies read most, the
+// principal and the socket address, without building the peer.
+func peerString(p *authv3.AttributeContext_Peer, path ast.Ref) (ast.Value, bool) {
+	var v string
+	switch {
+	case len(path) == 1 && path[0].Equal(jPrincipal):
+		v = p.Principal
+	case len(path) == 3 && path[0].Equal(jAddress) && path[1].Equal(jSocketAddress) && path[2].Equal(jAddress):
+		v = p.GetAddress().GetSocketAddress().GetAddress()
+	default:
+		return nil, false
+	}
+	if v == "" {
+		// Empty strings are left out, as protojson leaves them out.
+		return nil, true
+	}
+	return ast.String(validUTF8(v)), true
 }
 
 // find is v.Find(path), nil where the path leads nowhere.

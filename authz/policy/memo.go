@@ -114,7 +114,7 @@ type keyEncoder struct {
 }
 
 func newKeyEncoder() *keyEncoder {
-	e := &keyEncoder{b: make([]byte, 0, 1024)}
+	e := &keyEncoder{b: make([]byte, 0, 1024), ok: true}
 	e.pair, e.elem = e.pairTerm, e.elemTerm
 	return e
 }
