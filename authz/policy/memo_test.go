@@ -59,13 +59,13 @@ func TestInputAnalysis(t *testing.T) {
 			want:   []string{`input.attributes.source.principal`},
 		},
 		{
-			name:   "object.get with a computed path element reads the constant part",
+			name:    "object.get with a computed path element reads the constant part",
 			module:  `allow if { some k in ["a", "b"]; object.get(input, ["headers", k], "") == "x" }`,
 			want:    []string{"input.headers"},
 			partial: []string{"input.headers.a", "input.headers.b"},
 		},
 		{
-			name:   "input passed whole to a function is the whole input",
+			name:    "input passed whole to a function is the whole input",
 			module:  "allow if f(input)\nf(x) if x.a == 1",
 			want:    []string{"input"},
 			partial: []string{"input.a"},
@@ -86,7 +86,7 @@ func TestInputAnalysis(t *testing.T) {
 			off:    "with",
 		},
 		{
-			name:   "replacing data with `with` turns the cache off",
+			name:    "replacing data with `with` turns the cache off",
 			module:  "allow if inner with data.x as 1\ninner if data.x == 1",
 			off:     "with",
 			partial: []string{},
