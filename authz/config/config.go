@@ -30,6 +30,8 @@ const (
 	DefaultFetchTimeout       = 10 * time.Second
 	DefaultMaxJWKSBytes       = 1 << 20
 	DefaultCacheSize          = 10000
+	DefaultDecisionCacheSize  = 10000
+	DefaultDecisionCacheTTL   = time.Minute
 	DefaultGracePeriod        = 15 * time.Second
 	DefaultDevIssuerListen    = "127.0.0.1:9192"
 	DefaultMaxRequestBytes    = 4 << 20
@@ -92,6 +94,17 @@ type Policy struct {
 	// ValidationQuery, when set, is evaluated once per policy revision: a non-empty result (a set or array of
 	// messages) refuses the revision. The shipped library's is data.authz.lib.routing.errors.
 	ValidationQuery string `yaml:"validation_query"`
+	// DecisionCache remembers decisions per policy revision, keyed by the input values the policy reads.
+	DecisionCache DecisionCache `yaml:"decision_cache"`
+}
+
+// DecisionCache bounds the policy's decision cache. Decisions that read the clock, the network or randomness
+// are never cached; the others are exact for as long as their revision serves.
+type DecisionCache struct {
+	// Size bounds the decisions remembered; -1 turns the cache off.
+	Size int `yaml:"size"`
+	// TTL bounds how long a decision is remembered.
+	TTL Duration `yaml:"ttl"`
 }
 
 // JWT configures bearer token verification.
@@ -190,6 +203,8 @@ func (c *Config) applyDefaults() {
 	c.applyTransportDefaults()
 	c.applyTelemetryDefaults()
 	setDefault(&c.Policy.Query, DefaultQuery)
+	setDefault(&c.Policy.DecisionCache.Size, DefaultDecisionCacheSize)
+	setDefault(&c.Policy.DecisionCache.TTL, Duration(DefaultDecisionCacheTTL))
 	j := &c.JWT
 	setDefault(&j.Leeway, Duration(DefaultLeeway))
 	setDefault(&j.MaxTokenBytes, DefaultMaxTokenBytes)
@@ -256,6 +271,10 @@ func (c *Config) validate() error {
 	if v := c.Policy.ValidationQuery; v != "" && !strings.HasPrefix(v, "data.") {
 		bad("policy.validation_query", "must be a reference under data (got %q)", v)
 	}
+	if n := c.Policy.DecisionCache.Size; n < -1 {
+		bad("policy.decision_cache.size", "must be -1 (off) or a positive size (got %d)", n)
+	}
+	positive("policy.decision_cache.ttl", c.Policy.DecisionCache.TTL)
 
 	j := c.JWT
 	if len(j.Issuers) == 0 && !c.DevIssuer.Enabled {

@@ -27,6 +27,9 @@ func TestParseAppliesDefaults(t *testing.T) {
 	if c.Policy.Query != DefaultQuery {
 		t.Errorf("query = %q, want %q", c.Policy.Query, DefaultQuery)
 	}
+	if dc := c.Policy.DecisionCache; dc.Size != DefaultDecisionCacheSize || dc.TTL.D() != time.Minute {
+		t.Errorf("decision cache defaults = %+v", dc)
+	}
 	if got := c.Policy.Paths[0]; got != "/etc/authz/policies" {
 		t.Errorf("policy path = %q, want it resolved against the config directory", got)
 	}
@@ -62,6 +65,9 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"token size bound", good + "  max_token_bytes: 10\n", "jwt.max_token_bytes: must be between"},
 		{"invalid yaml", "listen: [", "authz.yaml"},
 		{"duplicate key", good + "listen: 127.0.0.1:1\n", "listen: duplicate key"},
+		{"decision cache size below -1", strings.Replace(good, "  paths: [policies]", "  paths: [policies]\n  decision_cache: {size: -2}", 1), "policy.decision_cache.size: must be -1 (off) or a positive size (got -2)"},
+		{"decision cache ttl not a duration", strings.Replace(good, "  paths: [policies]", "  paths: [policies]\n  decision_cache: {ttl: 5}", 1), "policy.decision_cache.ttl: want a duration"},
+		{"decision cache ttl negative", strings.Replace(good, "  paths: [policies]", "  paths: [policies]\n  decision_cache: {ttl: -1s}", 1), "policy.decision_cache.ttl: must be a positive duration"},
 		{"path check switch is a boolean", good + "reject_non_normalized_paths: \"no\"\n", `reject_non_normalized_paths: want true or false, got a string ("no")`},
 	}
 	for _, tc := range tests {

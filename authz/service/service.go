@@ -91,7 +91,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 		issuers = append(issuers, is)
 	}
 
-	pc := policy.Config{Paths: cfg.Policy.Paths, Query: cfg.Policy.Query, ValidationQuery: cfg.Policy.ValidationQuery, Logger: log}
+	pc := policy.Config{
+		Paths: cfg.Policy.Paths, Query: cfg.Policy.Query, ValidationQuery: cfg.Policy.ValidationQuery, Logger: log,
+		DecisionCacheSize: cfg.Policy.DecisionCache.Size, DecisionCacheTTL: cfg.Policy.DecisionCache.TTL.D(),
+	}
 	if cfg.Policy.Builtin {
 		if opts.BuiltinPolicies == nil {
 			return nil, errors.New("service: policy.builtin is set but this binary has no builtin policies")

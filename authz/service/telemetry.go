@@ -180,6 +180,7 @@ func (s *Service) observe(sc server.Config) server.Config {
 		issuers = append(issuers, devissuer.IssuerURL)
 	}
 	s.tel.metrics.WatchVerifier(s.verifier, issuers)
+	s.tel.metrics.WatchDecisionCache(s.policy.DecisionCache())
 	obs = append(obs, s.tel.metrics)
 	if s.tel.dlog != nil {
 		obs = append(obs, s.tel.dlog)

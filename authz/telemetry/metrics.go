@@ -9,6 +9,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/server"
 )
 
@@ -202,6 +204,19 @@ func (k *keySetAges) Describe(ch chan<- *prometheus.Desc) { ch <- k.desc }
 func (k *keySetAges) Collect(ch chan<- prometheus.Metric) {
 	for iss, age := range k.ages() {
 		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, age.Seconds(), iss)
+	}
+}
+
+// WatchDecisionCache exports the policy decision cache's counters, read at every scrape.
+func (m *Metrics) WatchDecisionCache(c *policy.MemoStats) {
+	const help = "Policy evaluations by what the decision cache did: hit (served without evaluating), miss (evaluated " +
+		"and stored) or uncacheable (evaluated, not stored: the decision read the clock, the network or randomness)."
+	for result, n := range map[string]*atomic.Uint64{"hit": &c.Hits, "miss": &c.Misses, "uncacheable": &c.Uncacheable} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "authz_decision_cache_lookups_total",
+			Help:        help,
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 { return float64(n.Load()) }))
 	}
 }
 

@@ -29,6 +29,7 @@ func TestMetricsCountChecksByDecisionAndReason(t *testing.T) {
 	m := NewMetrics()
 	st := newStack(t, m.JWKSFetched)
 	m.WatchVerifier(st.verifier, []string{devissuer.IssuerURL})
+	m.WatchDecisionCache(st.policy.DecisionCache())
 	srv := st.server(t, m, nil, nil)
 	raw := st.mint(t, "alice")
 	auth := "authorization: Bearer " + raw
@@ -69,6 +70,9 @@ func TestMetricsCountChecksByDecisionAndReason(t *testing.T) {
 		{`authz_token_cache_hits_total`, "2"},
 		{`authz_token_cache_misses_total`, "2"}, // the first token and the tampered one
 		{`authz_policy_reloads_total{result="failure"}`, "0"},
+		{`authz_decision_cache_lookups_total{result="hit"}`, "1"}, // the second allowed check
+		{`authz_decision_cache_lookups_total{result="miss"}`, "2"},
+		{`authz_decision_cache_lookups_total{result="uncacheable"}`, "0"},
 	}
 	for _, tc := range tests {
 		got := sample(out, tc.series)
