@@ -21,6 +21,15 @@ type inputDeps struct {
 	off string
 }
 
+// clockBuiltins read the clock without being marked non-deterministic (the
+// evaluation's record of non-deterministic calls misses them): x509 chain
+// verification checks validity periods against the current time. A revision
+// reaching one has its decisions never memoized.
+var clockBuiltins = map[string]bool{
+	ast.CryptoX509ParseAndVerifyCertificates.Name:            true,
+	ast.CryptoX509ParseAndVerifyCertificatesWithOptions.Name: true,
+}
+
 // objectGet is the builtin the shipped library reads input with: object.get
 // with a constant path reads exactly that path.
 var objectGet = ast.ObjectGet.Ref()
@@ -121,6 +130,9 @@ func (a *inputAnalysis) visit(x any) {
 			if _, ok := aliasOf(x); ok {
 				return true
 			}
+			if x.IsCall() {
+				a.call(x.Operator(), x.Location)
+			}
 			if terms, ok := x.Terms.([]*ast.Term); ok && a.objectGet(terms) {
 				for _, w := range x.With {
 					a.visit(w)
@@ -128,6 +140,11 @@ func (a *inputAnalysis) visit(x any) {
 				return true
 			}
 		case ast.Call:
+			if len(x) > 0 {
+				if op, ok := x[0].Value.(ast.Ref); ok {
+					a.call(op, x[0].Location)
+				}
+			}
 			return a.objectGet(x)
 		case ast.Ref:
 			if x.HasPrefix(ast.InputRootRef) {
@@ -144,6 +161,13 @@ func (a *inputAnalysis) visit(x any) {
 		}
 		return false
 	}).Walk(x)
+}
+
+// call turns memoization off at a call of a builtin that reads the clock.
+func (a *inputAnalysis) call(op ast.Ref, loc *ast.Location) {
+	if name := op.String(); clockBuiltins[name] {
+		a.off = fmt.Sprintf("the policy calls %s, which reads the clock, at %v", name, loc)
+	}
 }
 
 // objectGet records the path of object.get(input, path, default) when path is

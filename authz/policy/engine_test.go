@@ -659,15 +659,8 @@ allow := {
 	var wg sync.WaitGroup
 	for range readers {
 		wg.Go(func() {
-			for n := 0; ; n++ {
-				select {
-				case <-done:
-					if n == 0 {
-						errs <- errors.New("reader finished without evaluating")
-					}
-					return
-				default:
-				}
+			// Every reader evaluates at least once, however early the reloads end.
+			for {
 				d, err := e.Eval(context.Background(), input)
 				if err != nil {
 					errs <- err
@@ -676,6 +669,11 @@ allow := {
 				if w := want[d.Revision]; w == nil || !reflect.DeepEqual(d, w) {
 					errs <- errors.New("mixed or unknown decision: " + formatDecision(d))
 					return
+				}
+				select {
+				case <-done:
+					return
+				default:
 				}
 			}
 		})
