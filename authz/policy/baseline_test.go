@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -23,8 +24,8 @@ import (
 // The benchmarks below compare two ways of deciding the same request: a customer
 // listing the transactions of a consented account (GET /accounts/acc-123/transactions
 // with scope transactions:read and acc-123 in the accounts claim), answered with the
-// same identity headers and removals. The CheckRequest, the ES256 token and the input
-// document are built as the server builds them (envoyreq, devissuer, input.Build).
+// same identity headers and removals. Both start from the CheckRequest, as the server
+// does, and every request has its own request id and trace context, as through Envoy.
 
 // baselinePolicy is the common way of writing an Envoy ext_authz policy: the policy
 // verifies the bearer token itself with io.jwt.decode_verify against a JWKS held in
@@ -82,12 +83,14 @@ allow := {
 }
 `
 
-// benchRequest is what the two benchmarks decide: the request, the raw token in its
-// authorization header, and the token as the verifier hands it to the policy.
+// benchRequest is what the benchmarks decide: the requests (one per request id), the
+// raw token in their authorization header, the verifier the server would use, and the
+// issuer's JWKS for the baseline's data.
 type benchRequest struct {
-	check *authv3.CheckRequest
-	token ast.Value
-	jwks  string
+	checks   []*authv3.CheckRequest
+	raw      string
+	verifier *token.Verifier
+	jwks     string
 }
 
 func newBenchRequest(b *testing.B) benchRequest {
@@ -104,22 +107,25 @@ func newBenchRequest(b *testing.B) benchRequest {
 	if err != nil {
 		b.Fatal(err)
 	}
-	check, err := envoyreq.New(envoyreq.Request{
-		URL: "https://api.bank.test/accounts/acc-123/transactions?from=2026-01-01&limit=50",
-		Headers: []string{
-			"authorization: Bearer " + raw,
-			"accept: application/json",
-			"user-agent: bank-app/7.1 (iOS 19)",
-			"x-forwarded-for: 203.0.113.7",
-			"x-forwarded-proto: https",
-			"x-device-posture: managed",
-			"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-		},
-		Source:    "203.0.113.7:53122",
-		RequestID: "9f6c1d2e-2c7b-4e0a-9d6a-3f1f5c1d2e7b",
-	})
-	if err != nil {
-		b.Fatal(err)
+	checks := make([]*authv3.CheckRequest, 1024)
+	for i := range checks {
+		checks[i], err = envoyreq.New(envoyreq.Request{
+			URL: "https://api.bank.test/accounts/acc-123/transactions?from=2026-01-01&limit=50",
+			Headers: []string{
+				"authorization: Bearer " + raw,
+				"accept: application/json",
+				"user-agent: bank-app/7.1 (iOS 19)",
+				"x-forwarded-for: 203.0.113.7",
+				"x-forwarded-proto: https",
+				"x-device-posture: managed",
+				fmt.Sprintf("traceparent: 00-4bf92f3577b34da6a3ce929d%011x-00f067aa0ba902b7-01", i),
+			},
+			Source:    "203.0.113.7:53122",
+			RequestID: fmt.Sprintf("9f6c1d2e-2c7b-4e0a-9d6a-%012x", i),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
 	}
 
 	// Verify the token the way the server does, to get the value it puts in the input.
@@ -143,24 +149,26 @@ func newBenchRequest(b *testing.B) benchRequest {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	tok, err := v.Verify(b.Context(), raw)
-	if err != nil {
+	if _, err := v.Verify(b.Context(), raw); err != nil {
 		b.Fatal(err)
 	}
-	return benchRequest{check: check, token: tok.Value(), jwks: string(iss.JWKS())}
+	return benchRequest{checks: checks, raw: raw, verifier: v, jwks: string(iss.JWKS())}
 }
 
-// benchDecide evaluates in with e until b is done, checking the decision each time.
-func benchDecide(b *testing.B, e *policy.Engine, in ast.Value) {
+// benchDecide decides the requests in turn with decide until b is done, checking the
+// decision each time.
+func benchDecide(b *testing.B, req benchRequest, decide func(context.Context, *authv3.CheckRequest) (*policy.Decision, error)) {
 	b.Helper()
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
+	i := 0
 	for b.Loop() {
-		d, err := e.Eval(ctx, in)
+		d, err := decide(ctx, req.checks[i%len(req.checks)])
 		if err != nil || !d.Allowed || len(d.Headers) != 4 {
-			b.Fatalf("Eval = %+v, %v", d, err)
+			b.Fatalf("decision = %+v, %v", d, err)
 		}
+		i++
 	}
 }
 
@@ -185,27 +193,48 @@ func BenchmarkBaselineDecodeVerify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	in, err := input.Build(req.check, nil, input.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchDecide(b, e, in)
+	benchDecide(b, req, func(ctx context.Context, check *authv3.CheckRequest) (*policy.Decision, error) {
+		in, err := input.Build(check, nil, input.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return e.Eval(ctx, in)
+	})
 }
 
-// BenchmarkShippedPolicy is our way: the service has verified the token (and caches
-// the verification), and the shipped policies decide on the verified claims.
+// BenchmarkShippedPolicy is our way: the service verifies the token (a hit in its
+// verification cache), and the shipped policies decide on the verified claims; the
+// decision cache serves requests whose key values it has seen (the first request
+// here). With the decision cache off, the policy is evaluated every time.
 func BenchmarkShippedPolicy(b *testing.B) {
-	req := newBenchRequest(b)
-	e, err := policy.New(b.Context(), policy.Config{
-		FS: policies.FS, Paths: []string{"."}, Query: policies.Query,
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		b.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		size int
+	}{{"decision-cache", 0}, {"decision-cache-off", -1}} {
+		b.Run(tc.name, func(b *testing.B) {
+			req := newBenchRequest(b)
+			e, err := policy.New(b.Context(), policy.Config{
+				FS: policies.FS, Paths: []string{"."}, Query: policies.Query,
+				DecisionCacheSize: tc.size, Logger: slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchDecide(b, req, func(ctx context.Context, check *authv3.CheckRequest) (*policy.Decision, error) {
+				raw, _, err := token.FromAuthorization(check.GetAttributes().GetRequest().GetHttp().GetHeaders()["authorization"])
+				if err != nil {
+					return nil, err
+				}
+				tok, err := req.verifier.Verify(ctx, raw)
+				if err != nil {
+					return nil, err
+				}
+				src, err := input.NewSource(check, tok.Value(), input.Options{})
+				if err != nil {
+					return nil, err
+				}
+				return e.EvalSource(ctx, src)
+			})
+		})
 	}
-	in, err := input.Build(req.check, req.token, input.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchDecide(b, e, in)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,12 @@ type fixture struct {
 }
 
 func newFixture(tb testing.TB, cacheSize int) *fixture {
+	tb.Helper()
+	return newFixtureWith(tb, cacheSize, 0)
+}
+
+// newFixtureWith is newFixture with the policy's decision cache size too (-1: off).
+func newFixtureWith(tb testing.TB, cacheSize, decisionCacheSize int) *fixture {
 	tb.Helper()
 	iss, err := devissuer.Open(filepath.Join(tb.TempDir(), "key.pem"))
 	if err != nil {
@@ -53,7 +60,7 @@ func newFixture(tb testing.TB, cacheSize int) *fixture {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	e, err := policy.New(ctx, policy.Config{FS: policies.FS, Paths: []string{"."}})
+	e, err := policy.New(ctx, policy.Config{FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -80,6 +87,13 @@ func (f *fixture) mint(tb testing.TB, sub string) string {
 // headers an edge Envoy forwards.
 func transactionsRequest(tb testing.TB, raw string) *authv3.CheckRequest {
 	tb.Helper()
+	return transactionsRequestID(tb, raw, 0)
+}
+
+// transactionsRequestID is transactionsRequest with its own request id and trace context, as every request
+// through Envoy has.
+func transactionsRequestID(tb testing.TB, raw string, id int) *authv3.CheckRequest {
+	tb.Helper()
 	req, err := envoyreq.New(envoyreq.Request{
 		URL: "https://api.bank.test/accounts/acc-123/transactions?from=2026-01-01&limit=50",
 		Headers: []string{
@@ -89,10 +103,10 @@ func transactionsRequest(tb testing.TB, raw string) *authv3.CheckRequest {
 			"x-forwarded-for: 203.0.113.7",
 			"x-forwarded-proto: https",
 			"x-device-posture: managed",
-			"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+			fmt.Sprintf("traceparent: 00-4bf92f3577b34da6a3ce929d%011x-00f067aa0ba902b7-01", id),
 		},
 		Source:    "203.0.113.7:53122",
-		RequestID: "9f6c1d2e-2c7b-4e0a-9d6a-3f1f5c1d2e7b",
+		RequestID: fmt.Sprintf("9f6c1d2e-2c7b-4e0a-9d6a-%012x", id),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -144,46 +158,37 @@ func TestNewRequiresItsDependencies(t *testing.T) {
 // BenchmarkCheck measures one Check in-process with the shipped policies: "cached" repeats one token (the
 // common case: a client reuses its access token), "fresh" mints a distinct token per iteration so every check
 // verifies a signature.
+// BenchmarkCheck measures one Check in-process with the shipped policies. Every request has its own request id
+// and trace context, as through Envoy, so a decision served from the decision cache is one the policy's key says
+// applies to a request it has not seen.
 func BenchmarkCheck(b *testing.B) {
 	b.Run("cached", func(b *testing.B) {
 		f := newFixture(b, 0)
-		req := transactionsRequest(b, f.mint(b, "alice"))
-		ctx := context.Background()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			resp, err := f.srv.Check(ctx, req)
-			if err != nil || resp.GetStatus().GetCode() != 0 {
-				b.Fatalf("check: %v %v", err, resp.GetDynamicMetadata())
-			}
-		}
+		benchmarkRequests(b, f, requestsWithIDs(b, f.mint(b, "alice"), 1024))
 	})
+	b.Run("cached-decision-cache-off", func(b *testing.B) {
+		f := newFixtureWith(b, 0, -1)
+		benchmarkRequests(b, f, requestsWithIDs(b, f.mint(b, "alice"), 1024))
+	})
+	// fresh: nothing cached, a signature verified and the policy evaluated on every check.
 	b.Run("fresh", func(b *testing.B) {
-		f := newFixture(b, -1)
+		f := newFixtureWith(b, -1, -1)
 		reqs := make([]*authv3.CheckRequest, 512)
 		for i := range reqs {
-			reqs[i] = transactionsRequest(b, f.mint(b, fmt.Sprintf("user-%d", i)))
+			reqs[i] = transactionsRequestID(b, f.mint(b, fmt.Sprintf("user-%d", i)), i)
 		}
-		ctx := context.Background()
-		b.ReportAllocs()
-		b.ResetTimer()
-		i := 0
-		for b.Loop() {
-			resp, err := f.srv.Check(ctx, reqs[i%len(reqs)])
-			if err != nil || resp.GetStatus().GetCode() != 0 {
-				b.Fatalf("check: %v %v", err, resp.GetDynamicMetadata())
-			}
-			i++
-		}
+		benchmarkRequests(b, f, reqs)
 	})
 	b.Run("cached-parallel", func(b *testing.B) {
 		f := newFixture(b, 0)
-		req := transactionsRequest(b, f.mint(b, "alice"))
+		reqs := requestsWithIDs(b, f.mint(b, "alice"), 1024)
 		ctx := context.Background()
+		var next atomic.Uint64
 		b.ReportAllocs()
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
+				req := reqs[next.Add(1)%uint64(len(reqs))]
 				if resp, err := f.srv.Check(ctx, req); err != nil || resp.GetStatus().GetCode() != 0 {
 					b.Errorf("check: %v", err)
 					return
@@ -191,4 +196,27 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		})
 	})
+}
+
+func requestsWithIDs(tb testing.TB, raw string, n int) []*authv3.CheckRequest {
+	reqs := make([]*authv3.CheckRequest, n)
+	for i := range reqs {
+		reqs[i] = transactionsRequestID(tb, raw, i)
+	}
+	return reqs
+}
+
+// benchmarkRequests checks reqs in turn; every one must be allowed.
+func benchmarkRequests(b *testing.B, f *fixture, reqs []*authv3.CheckRequest) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		resp, err := f.srv.Check(ctx, reqs[i%len(reqs)])
+		if err != nil || resp.GetStatus().GetCode() != 0 {
+			b.Fatalf("check: %v %v", err, resp.GetDynamicMetadata())
+		}
+		i++
+	}
 }
