@@ -23,8 +23,11 @@ type Options struct {
 	// NoopListen, when set, starts a no-op server on this address (port 0 picks one) and measures it first, with
 	// the same load, so that the report can set the service against the gRPC stack's limit.
 	NoopListen string
-	Load       LoadConfig
-	Workload   WorkloadConfig
+	// NoopAddr, when set instead, is a no-op server already running (authz noop), measured first. In a process of
+	// its own it shares the machine with the generator as the service does.
+	NoopAddr string
+	Load     LoadConfig
+	Workload WorkloadConfig
 }
 
 // Report holds the results of a benchmark.
@@ -38,8 +41,11 @@ type Report struct {
 // Run builds the workload, measures the no-op server when asked to, then the service at o.Addr. When ctx ends
 // it stops the current run and returns what was measured so far.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	if o.Addr == "" && o.NoopListen == "" {
-		return nil, errors.New("loadtest: nothing to measure: set the service address, a no-op listen address, or both")
+	if o.Addr == "" && o.NoopListen == "" && o.NoopAddr == "" {
+		return nil, errors.New("loadtest: nothing to measure: set the service address, a no-op address, or both")
+	}
+	if o.NoopListen != "" && o.NoopAddr != "" {
+		return nil, errors.New("loadtest: set a no-op listen address or a no-op server address, not both")
 	}
 	if o.Workload.TTL == 0 {
 		// Minted tokens must outlive both runs (no-op and service), warm-ups included.
@@ -50,16 +56,22 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{}
-	if o.NoopListen != "" {
-		n, err := StartNoop(o.NoopListen)
-		if err != nil {
-			return nil, err
+	if o.NoopListen != "" || o.NoopAddr != "" {
+		var n *Noop
+		addr := o.NoopAddr
+		if o.NoopListen != "" {
+			if n, err = StartNoop(o.NoopListen); err != nil {
+				return nil, err
+			}
+			addr = n.Addr()
 		}
 		// The no-op server allows everything: its answers say nothing about the mix.
 		unjudged := *w
 		unjudged.judged = [numClasses]bool{}
-		rep.Noop, err = Load(ctx, "noop", n.Addr(), &unjudged, o.Load)
-		n.Stop()
+		rep.Noop, err = Load(ctx, "noop", addr, &unjudged, o.Load)
+		if n != nil {
+			n.Stop()
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -105,3 +105,85 @@ func TestFullCacheShardEvictsDeadEntriesFirst(t *testing.T) {
 		})
 	}
 }
+
+func TestLastingFailuresAreRemembered(t *testing.T) {
+	t.Parallel()
+	clk, logs := newTestClock(), &logSink{}
+	key := newSigningKey("k1", "ES256", testKeys().p256a)
+	other := newSigningKey("k1", "ES256", testKeys().p256b) // same kid, another key: a bad signature
+	idp := newIdP(t, key)
+	v := singleIssuer(t, idp, clk, logs, nil)
+	waitReady(t, v)
+
+	tests := []struct {
+		name string
+		raw  string
+		want error
+	}{
+		{"bad signature", other.sign(t, claimsAt(issA, clk.Now()), nil), ErrSignature},
+		{"expired", key.sign(t, with(claimsAt(issA, clk.Now()), "exp", clk.Now().Add(-time.Hour).Unix()), nil), ErrExpired},
+		{"audience not accepted", key.sign(t, with(claimsAt(issA, clk.Now()), "aud", "someone-else"), nil), ErrAudience},
+	}
+	for _, tc := range tests {
+		first := verifyFails(t, v, tc.raw, tc.want)
+		hits, _ := v.CacheStats()
+		if again := verifyFails(t, v, tc.raw, tc.want); again != first {
+			t.Errorf("%s: the second verification was not answered from the failure cache", tc.name)
+		}
+		if h, _ := v.CacheStats(); h != hits+1 {
+			t.Errorf("%s: cache hits went from %d to %d, want one more", tc.name, hits, h)
+		}
+	}
+	if n := v.cache.failures.Len(); n != len(tests) {
+		t.Errorf("failure cache holds %d entries, want %d", n, len(tests))
+	}
+	if v.cache.len() != 0 {
+		t.Error("a failure was stored as a verified token")
+	}
+
+	// A failure is forgotten after failureTTL.
+	clk.Advance(failureTTL)
+	hits, _ := v.CacheStats()
+	verifyFails(t, v, tests[0].raw, ErrSignature)
+	if h, _ := v.CacheStats(); h != hits {
+		t.Error("a failure was served after failureTTL")
+	}
+}
+
+func TestFailuresThatTimeOrAFetchCanUndoAreNotRemembered(t *testing.T) {
+	t.Parallel()
+	clk, logs := newTestClock(), &logSink{}
+	key := newSigningKey("k1", "ES256", testKeys().p256a)
+	idp := newIdP(t, key)
+	v := singleIssuer(t, idp, clk, logs, nil)
+	waitReady(t, v)
+	notYet := key.sign(t, with(claimsAt(issA, clk.Now()), "nbf", clk.Now().Add(time.Hour).Unix()), nil)
+	unknownKid := key.as("k2", "ES256").sign(t, claimsAt(issA, clk.Now()), nil)
+	verifyFails(t, v, notYet, ErrNotYetValid)
+	verifyFails(t, v, unknownKid, ErrUnknownKey)
+	if n := v.cache.failures.Len(); n != 0 {
+		t.Errorf("failure cache holds %d entries, want none", n)
+	}
+	// The token becomes valid with time, and is then verified.
+	clk.Advance(time.Hour)
+	verifyOK(t, v, notYet)
+}
+
+func TestRememberedFailuresEndWithTheKeySet(t *testing.T) {
+	t.Parallel()
+	clk, logs := newTestClock(), &logSink{}
+	oldKey := newSigningKey("k1", "ES256", testKeys().p256a)
+	newKey := newSigningKey("k1", "ES256", testKeys().p256b) // the IdP re-keys under the same kid
+	idp := newIdP(t, oldKey)
+	v := singleIssuer(t, idp, clk, logs, nil)
+	waitReady(t, v)
+	raw := newKey.sign(t, claimsAt(issA, clk.Now()), nil)
+	verifyFails(t, v, raw, ErrSignature)
+
+	idp.serve(t, newKey)
+	clk.Advance(DefaultUnknownKIDCooldown)
+	// An unknown kid makes the verifier fetch the new set.
+	verifyFails(t, v, newKey.as("k9", "ES256").sign(t, claimsAt(issA, clk.Now()), nil), ErrUnknownKey)
+	wantRequests(t, idp, 2)
+	verifyOK(t, v, raw)
+}

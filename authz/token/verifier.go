@@ -155,7 +155,9 @@ func (v *Verifier) KeySetAges() map[string]time.Duration {
 //
 // An unknown kid may trigger one key set fetch per issuer per UnknownKIDCooldown, shared by all requests that
 // need it; Verify never waits for it past ctx. Successful verifications are cached by the token's SHA-256
-// until exp or until the issuer's keys change. Every error wraps exactly one sentinel of this package.
+// until exp or until the issuer's keys change; so, for a minute, are failures no retry can undo (a bad
+// signature, an expired token, an audience not accepted), so that a client replaying a bad token costs one
+// signature check. Every error wraps exactly one sentinel of this package.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if len(raw) > v.maxTokenBytes {
 		return nil, fail(ErrTooLarge, "token of %d bytes exceeds max_token_bytes %d", len(raw), v.maxTokenBytes)
@@ -171,10 +173,17 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 			v.cacheHits.Add(1)
 			return tok, nil
 		}
+		if err := v.cache.getFailure(&sum, now); err != nil {
+			v.cacheHits.Add(1)
+			return nil, err
+		}
 		v.cacheMisses.Add(1)
 	}
 	tok, used, err := v.verify(ctx, raw)
 	if err != nil {
+		if v.cache != nil {
+			v.cache.putFailure(&sum, err, used, now)
+		}
 		return nil, err
 	}
 	if v.cache != nil && now.Before(tok.Expiry) {
@@ -222,10 +231,11 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Token, keysUsed, er
 		return key, nil
 	})
 	if err != nil {
-		return nil, keysUsed{}, v.classify(t, err)
+		// used names the keys consulted, if any, for the failure cache.
+		return nil, used, v.classify(t, err)
 	}
 	if err := checkAudience(claims, iss.audiences); err != nil {
-		return nil, keysUsed{}, err
+		return nil, used, err
 	}
 	tok, err := newToken(iss.name, t.Header, claims)
 	if err != nil {

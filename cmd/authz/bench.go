@@ -18,6 +18,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := loadtest.Options{Workload: loadtest.WorkloadConfig{Mix: loadtest.DefaultMix}}
 	fs.StringVar(&o.Addr, "addr", "127.0.0.1:9191", `gRPC address of the service; "" measures only the no-op server`)
 	fs.StringVar(&o.NoopListen, "noop-listen", "", "start a no-op ext_authz server here (e.g. 127.0.0.1:0) and measure it first")
+	fs.StringVar(&o.NoopAddr, "noop-addr", "", "measure the no-op server running at this address first (authz noop, a process of its own like the service)")
 	fs.IntVar(&o.Load.Concurrency, "c", loadtest.DefaultConcurrency, "workers, each with one check in flight")
 	fs.IntVar(&o.Load.Conns, "conns", loadtest.DefaultConns, "gRPC (HTTP/2) connections shared by the workers")
 	fs.DurationVar(&o.Load.Duration, "d", loadtest.DefaultDuration, "measured duration (ignored with -n)")
@@ -68,4 +69,24 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteText(stdout)
+}
+
+// noop runs a no-op Authorization server until ctx ends.
+func noop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("noop", stderr)
+	listen := fs.String("listen", "127.0.0.1:9193", "gRPC listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	n, err := loadtest.StartNoop(*listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "no-op ext_authz server on %s\n", n.Addr())
+	<-ctx.Done()
+	n.Stop()
+	return nil
 }

@@ -4,6 +4,7 @@
 //	authz token   --sub S --scope "a b" ...  mint a development access token
 //	authz check   [-H ...] URL               send one Envoy-shaped CheckRequest and print the decision
 //	authz bench   [flags]                    load a running service, next to a no-op server
+//	authz noop    [--listen ADDR]            run a no-op ext_authz server (the baseline of authz bench)
 //	authz compliance --policies DIR          print the compliance matrix of a policy library
 package main
 
@@ -30,6 +31,7 @@ Usage:
   authz compliance --policies DIR [--format markdown|csv|json]
                                             print requirement -> rules -> tests from policy annotations
   authz bench [flags]                       measure a running service under load, next to a no-op server
+  authz noop [--listen ADDR]                run a no-op ext_authz server that allows everything, for bench
 
 Run "authz COMMAND -h" for a command's flags.
 `
@@ -53,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"check":      check,
 		"compliance": runCompliance,
 		"bench":      bench,
+		"noop":       noop,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
