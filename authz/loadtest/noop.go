@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -34,7 +35,8 @@ func StartNoop(addr string) (*Noop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: noop listen: %w", err)
 	}
-	n := &Noop{grpc: grpc.NewServer(), lis: lis, done: make(chan struct{})}
+	// Stream workers as the service uses them, so that the two differ only in the work of a check.
+	n := &Noop{grpc: grpc.NewServer(grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))), lis: lis, done: make(chan struct{})}
 	authv3.RegisterAuthorizationServer(n.grpc, &noopServer{ok: &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	"github.com/finauthz/authz/authz/config"
 	"github.com/finauthz/authz/authz/service"
@@ -33,12 +34,21 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *path == "" {
 		log.Warn("no --config given: running the embedded development configuration")
 	}
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small and steady (compiled policy, bounded caches) while every check allocates, so
+		// the default GOGC=100 collects very often; collecting at 5x the live heap halves the GC's CPU at a
+		// cost of a few tens of MiB. GOGC (and GOMEMLIMIT) in the environment take precedence.
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	svc, err := service.New(ctx, cfg, service.Options{BuiltinPolicies: policies.FS, Logger: log})
 	if err != nil {
 		return err
 	}
 	return svc.Run(ctx)
 }
+
+// defaultGCPercent is the GOGC that serve runs with when the environment sets none.
+const defaultGCPercent = 400
 
 func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
