@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -39,7 +40,16 @@ type Source struct {
 	attrs ast.Object
 	once  sync.Once
 	whole ast.Value
+
+	expires time.Time
 }
+
+// SetExpires records when the credentials the document holds expire (the verified token's exp).
+func (s *Source) SetExpires(t time.Time) { s.expires = t }
+
+// Expires is the time SetExpires recorded, zero when none: the decision cache keeps no decision on the document
+// past it.
+func (s *Source) Expires() time.Time { return s.expires }
 
 // NewSource checks req as Build does, parses its path, query and body, and
 // returns the Source of its input document. Errors wrap ErrInvalidRequest.

@@ -341,7 +341,7 @@ func (e *Engine) EvalSource(ctx context.Context, src Source) (*Decision, error) 
 	if memo {
 		if deterministic {
 			e.memoStats.Misses.Add(1)
-			s.memo.put(&key, d, now)
+			s.memo.put(&key, d, src, now)
 		} else {
 			e.memoStats.Uncacheable.Add(1)
 		}

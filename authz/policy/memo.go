@@ -97,8 +97,18 @@ func (m *memo) get(k *cache.Key, now time.Time) (*Decision, bool) {
 	return e.d, true
 }
 
-func (m *memo) put(k *cache.Key, d *Decision, now time.Time) {
-	m.m.Put(k, &memoEntry{d: d, expires: now.Add(m.ttl)}, now)
+// expirer is a Source whose document holds credentials that expire: a decision on it is not remembered past
+// their expiry, even though no request could be served it then (the credentials are checked before the policy).
+type expirer interface{ Expires() time.Time }
+
+func (m *memo) put(k *cache.Key, d *Decision, src Source, now time.Time) {
+	expires := now.Add(m.ttl)
+	if e, ok := src.(expirer); ok {
+		if t := e.Expires(); !t.IsZero() && t.Before(expires) {
+			expires = t
+		}
+	}
+	m.m.Put(k, &memoEntry{d: d, expires: expires}, now)
 }
 
 // keyEncoder appends to b an encoding of values that differs for any two

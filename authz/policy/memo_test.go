@@ -311,6 +311,35 @@ allow if input.n >= 0
 	}
 }
 
+// expiringSource is a document whose credentials expire at a time.
+type expiringSource struct {
+	valueSource
+	at time.Time
+}
+
+func (s expiringSource) Expires() time.Time { return s.at }
+
+func TestDecisionCacheKeepsNoDecisionPastItsCredentials(t *testing.T) {
+	t.Parallel()
+	e := engineOf(t, "package test\nallow if input.a == 1\n", false, Config{DecisionCacheTTL: time.Hour})
+	src := expiringSource{valueSource{ast.MustParseTerm(`{"a": 1}`).Value}, time.Now().Add(200 * time.Millisecond)}
+	for range 2 {
+		if _, err := e.EvalSource(t.Context(), src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hits := e.DecisionCache().Hits.Load(); hits != 1 {
+		t.Fatalf("hits = %d before the credentials expire, want 1", hits)
+	}
+	time.Sleep(time.Until(src.at) + 10*time.Millisecond)
+	if _, err := e.EvalSource(t.Context(), src); err != nil {
+		t.Fatal(err)
+	}
+	if hits := e.DecisionCache().Hits.Load(); hits != 1 {
+		t.Error("a decision was served past the expiry of the credentials it was made on")
+	}
+}
+
 func TestDecisionCacheStartsEmptyOnEveryRevision(t *testing.T) {
 	t.Parallel()
 	dir := writeFiles(t, t.TempDir(), map[string]string{"p.rego": "package test\ndefault allow := false\nallow if input.a == 1\n"})

@@ -178,6 +178,9 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 		s.deny(ctx, "invalid_request", httpReq, slog.String("error", err.Error()))
 		return response.Error("invalid_request"), nil
 	}
+	if info.Token != nil {
+		in.SetExpires(info.Token.Expiry)
+	}
 	info.Input = in
 	d, err := s.policy.EvalSource(ctx, in)
 	if err != nil {
