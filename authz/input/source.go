@@ -41,7 +41,21 @@ type Source struct {
 	once  sync.Once
 	whole ast.Value
 
-	expires time.Time
+	expires     time.Time
+	tokenDigest *[32]byte
+}
+
+// SetTokenDigest records the SHA-256 of the raw token whose value the document holds at token. The value must
+// be a function of the raw token (as token.Token.Value is).
+func (s *Source) SetTokenDigest(d *[32]byte) { s.tokenDigest = d }
+
+// Digest returns, for the path token, the digest SetTokenDigest recorded: equal digests mean equal values at
+// that path, which spares the decision cache encoding the token's claims. ok is false for any other path.
+func (s *Source) Digest(path ast.Ref) (d *[32]byte, ok bool) {
+	if s.tokenDigest == nil || s.tok == nil || len(path) != 1 || !path[0].Equal(keyToken) {
+		return nil, false
+	}
+	return s.tokenDigest, true
 }
 
 // SetExpires records when the credentials the document holds expire (the verified token's exp).

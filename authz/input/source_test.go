@@ -160,3 +160,37 @@ func BenchmarkSourceLookup(b *testing.B) {
 		}
 	}
 }
+
+func TestSourceDigestStandsForTheTokenOnly(t *testing.T) {
+	t.Parallel()
+	tok := ast.MustParseTerm(`{"header": {}, "payload": {"sub": "alice"}}`).Value
+	d := [32]byte{1, 2, 3}
+	tests := []struct {
+		name   string
+		tok    ast.Value
+		digest *[32]byte
+		path   string
+		want   bool
+	}{
+		{"the token with a digest", tok, &d, "input.token", true},
+		{"a path below the token", tok, &d, "input.token.payload", false},
+		{"another path", tok, &d, "input.parsed_path", false},
+		{"no digest recorded", tok, nil, "input.token", false},
+		{"no token", nil, &d, "input.token", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src, err := NewSource(typicalRequest(), tc.tok, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.digest != nil {
+				src.SetTokenDigest(tc.digest)
+			}
+			got, ok := src.Digest(ast.MustParseRef(tc.path)[1:])
+			if ok != tc.want || (ok && *got != d) {
+				t.Errorf("Digest(%s) = %v, %v; want ok %v", tc.path, got, ok, tc.want)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,25 +21,32 @@ import (
 	"time"
 
 	"github.com/MicahParks/jwkset"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/policy"
+	"github.com/finauthz/authz/authz/server"
 	"github.com/finauthz/authz/authz/token"
+	"github.com/finauthz/authz/policies"
 )
 
 var memTokens = flag.Int64("tokens", 0,
-	"TestVerifierMemoryIsBounded: distinct valid tokens to push through the verifier (e.g. 10000000); 0 skips the test")
+	"TestServiceMemoryIsBounded: distinct valid tokens to push through the service (e.g. 10000000); 0 skips the test")
 
 const memIssuer = "https://loadtest-issuer.invalid"
 
-// TestVerifierMemoryIsBounded pushes -tokens distinct valid tokens through a token.Verifier with the default
-// verification cache size and reports the process's resident memory as it goes: the cache is bounded, so the
-// peak must level off once the cache is full instead of growing with the number of tokens. It takes minutes for
-// millions of tokens and is skipped unless -tokens is given:
+// TestServiceMemoryIsBounded pushes -tokens distinct valid tokens through the service's Check (the token
+// verifier and the shipped policies, with their default cache sizes, in-process) and reports the process's
+// resident memory as it goes: the verification and decision caches are bounded, so the peak must level off once
+// they are full instead of growing with the number of tokens. It takes minutes for millions of tokens and is
+// skipped unless -tokens is given:
 //
-//	go test -run TestVerifierMemoryIsBounded -v -timeout 60m ./authz/loadtest -tokens 10000000
+//	go test -run TestServiceMemoryIsBounded -v -timeout 150m ./authz/loadtest -tokens 10000000
 //
 // Tokens are signed with Ed25519, the cheapest signature the verifier accepts, built without a JWT library; each
-// is signed and verified once, never stored.
-func TestVerifierMemoryIsBounded(t *testing.T) {
+// is signed, checked on the transactions of one of its accounts, and never stored. The garbage collector runs
+// at the GOGC that authz serve sets.
+func TestServiceMemoryIsBounded(t *testing.T) {
 	total := *memTokens
 	if total <= 0 {
 		t.Skip("give -tokens N to run it")
@@ -65,6 +73,17 @@ func TestVerifierMemoryIsBounded(t *testing.T) {
 			t.Fatal("verifier not ready within 10s")
 		}
 	}
+	e, err := policy.New(ctx, policy.Config{
+		FS: policies.FS, Paths: []string{"."}, Query: policies.Query, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Verifier: v, Policy: e, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 
 	const samples = 20
 	var (
@@ -85,9 +104,10 @@ func TestVerifierMemoryIsBounded(t *testing.T) {
 					return
 				}
 				for i := first; i < min(first+chunk, total); i++ {
-					if _, err := v.Verify(ctx, s.token(i)); err != nil {
+					resp, err := srv.Check(ctx, memRequest(t, i, s.token(i)))
+					if err != nil || resp.GetStatus().GetCode() != 0 {
 						failures.Add(1)
-						firstErr.Do(func() { t.Errorf("token %d: %v", i, err) })
+						firstErr.Do(func() { t.Errorf("token %d: %v %v", i, err, resp.GetDynamicMetadata()) })
 					}
 				}
 				done.Add(min(first+chunk, total) - first)
@@ -128,16 +148,16 @@ func TestVerifierMemoryIsBounded(t *testing.T) {
 	if failures.Load() > 0 {
 		t.Fatalf("%d of %d tokens failed to verify", failures.Load(), total)
 	}
-	// What stays reachable is, almost all of it, the cache: its size per entry is what cache_size costs.
+	// What stays reachable is, almost all of it, the two caches.
 	runtime.GC()
 	var live runtime.MemStats
 	runtime.ReadMemStats(&live)
 	cached := min(end.tokens, token.DefaultCacheSize)
-	t.Logf("live heap after GC: %.1f MiB, %.1f KiB per cached token (%d cached)",
+	t.Logf("live heap after GC: %.1f MiB, %.1f KiB per cached token and decision (%d cached)",
 		mib(live.HeapAlloc), float64(live.HeapAlloc)/float64(cached)/1024, cached)
 
-	// The default cache holds 100,000 entries. Once 3x that many tokens went through it is full and evicting;
-	// from then on the peak may only wobble with garbage collection, not grow with the token count.
+	// Once 3x as many tokens as the caches hold went through, they are full and evicting; from then on the peak
+	// may only wobble with garbage collection, not grow with the token count.
 	var full *memSample
 	for i := range marks {
 		if marks[i].tokens >= 3*token.DefaultCacheSize {
@@ -159,6 +179,22 @@ func TestVerifierMemoryIsBounded(t *testing.T) {
 }
 
 // publishKey serves a JWKS holding pub on loopback and returns its URL.
+// memRequest is a customer listing the transactions of their first account, with raw as the bearer token.
+func memRequest(t *testing.T, i int64, raw string) *authv3.CheckRequest {
+	n := strconv.FormatInt(i, 10)
+	req, err := envoyreq.New(envoyreq.Request{
+		URL:       "https://api.bank.test/accounts/acc-" + n + "-a/transactions",
+		Headers:   []string{"authorization: Bearer " + raw, "x-request-id: mem-" + n},
+		Source:    "203.0.113.7:53122",
+		RequestID: "mem-" + n,
+	})
+	if err != nil {
+		t.Error(err)
+		return &authv3.CheckRequest{}
+	}
+	return req
+}
+
 func publishKey(t *testing.T, pub ed25519.PublicKey) string {
 	t.Helper()
 	jwk, err := jwkset.NewJWKFromKey(pub, jwkset.JWKOptions{

@@ -65,6 +65,12 @@ func newMemo(deps inputDeps, size int, ttl time.Duration, stats *MemoStats) *mem
 	}
 }
 
+// digester is a Source that knows, for some paths, a SHA-256 that determines the value there (such as the
+// digest of the raw token whose decoded form the path holds), cheaper to key on than the value's encoding.
+type digester interface {
+	Digest(path ast.Ref) (*[32]byte, bool)
+}
+
 // keyEncoders encode the values a key is the hash of.
 var keyEncoders = sync.Pool{New: func() any { return newKeyEncoder() }}
 
@@ -74,7 +80,14 @@ var keyEncoders = sync.Pool{New: func() any { return newKeyEncoder() }}
 func (m *memo) key(src Source, k *cache.Key) bool {
 	enc := keyEncoders.Get().(*keyEncoder)
 	enc.b, enc.ok = enc.b[:0], true
+	dg, _ := src.(digester)
 	for _, p := range m.paths {
+		if dg != nil {
+			if d, ok := dg.Digest(p[1:]); ok {
+				enc.b = append(append(enc.b, 'd'), d[:]...)
+				continue
+			}
+		}
 		if v := src.Lookup(p[1:]); v != nil {
 			enc.value(v)
 		} else {

@@ -340,6 +340,39 @@ func TestDecisionCacheKeepsNoDecisionPastItsCredentials(t *testing.T) {
 	}
 }
 
+// digestSource stands for its token by a digest, as the service's input does.
+type digestSource struct {
+	valueSource
+	digest [32]byte
+}
+
+func (s digestSource) Digest(path ast.Ref) (*[32]byte, bool) {
+	if len(path) == 1 && path[0].Equal(ast.StringTerm("token")) {
+		return &s.digest, true
+	}
+	return nil, false
+}
+
+func TestDecisionCacheKeysOnTokenDigests(t *testing.T) {
+	t.Parallel()
+	e := engineOf(t, "package test\nallow if input.token.sub == \"alice\"\n", false, Config{})
+	if paths := e.current.Load().deps.paths; len(paths) != 1 || paths[0].String() != "input.token.sub" {
+		t.Fatalf("paths = %v", paths)
+	}
+	// A policy reading the whole token keys on the digest.
+	e = engineOf(t, "package test\ndefault allow := false\nallow if count(input.token) == 1\n", false, Config{})
+	alice := digestSource{valueSource{ast.MustParseTerm(`{"token": {"sub": "alice"}}`).Value}, [32]byte{1}}
+	other := digestSource{valueSource{ast.MustParseTerm(`{"token": {"sub": "alice", "x": 1}}`).Value}, [32]byte{2}}
+	for _, src := range []digestSource{alice, alice, other} {
+		if _, err := e.EvalSource(t.Context(), src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hits, misses := e.DecisionCache().Hits.Load(), e.DecisionCache().Misses.Load(); hits != 1 || misses != 2 {
+		t.Errorf("hits, misses = %d, %d; want 1, 2 (another digest is another key)", hits, misses)
+	}
+}
+
 func TestDecisionCacheStartsEmptyOnEveryRevision(t *testing.T) {
 	t.Parallel()
 	dir := writeFiles(t, t.TempDir(), map[string]string{"p.rego": "package test\ndefault allow := false\nallow if input.a == 1\n"})

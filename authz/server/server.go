@@ -180,6 +180,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 	}
 	if info.Token != nil {
 		in.SetExpires(info.Token.Expiry)
+		in.SetTokenDigest(&info.Token.Digest)
 	}
 	info.Input = in
 	d, err := s.policy.EvalSource(ctx, in)

@@ -26,6 +26,9 @@ type Token struct {
 	Header map[string]any
 	// Claims is the decoded payload. Numbers are json.Number, so large integers keep every digit.
 	Claims map[string]any
+	// Digest is the SHA-256 of the raw token. Value is a function of the raw token, so equal digests mean equal
+	// values: the decision cache keys on the digest instead of encoding the value.
+	Digest [32]byte
 
 	value ast.Value
 }

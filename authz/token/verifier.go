@@ -64,9 +64,9 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if s.ownedTransport != nil {
 		v.ownedTransport = s.ownedTransport
 	}
+	v.hashBufs.New = func() any { b := make([]byte, 0, 2048); return &b }
 	if s.cacheSize > 0 {
 		v.cache = newVerifyCache(s.cacheSize)
-		v.hashBufs.New = func() any { b := make([]byte, 0, 2048); return &b }
 	}
 	for _, is := range s.issuers {
 		iss := &issuer{
@@ -166,9 +166,8 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, fail(ErrMalformed, "empty token")
 	}
 	now := v.now()
-	var sum [sha256.Size]byte
+	sum := v.digest(raw)
 	if v.cache != nil {
-		sum = v.digest(raw)
 		if tok := v.cache.get(&sum, now); tok != nil {
 			v.cacheHits.Add(1)
 			return tok, nil
@@ -186,13 +185,14 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 		}
 		return nil, err
 	}
+	tok.Digest = sum
 	if v.cache != nil && now.Before(tok.Expiry) {
 		v.cache.put(&sum, &cacheEntry{tok: tok, keys: used.keys, generation: used.generation}, now)
 	}
 	return tok, nil
 }
 
-// digest returns the SHA-256 of raw, the cache key: the cache never holds the token itself.
+// digest returns the SHA-256 of raw, the cache key (the cache never holds the token itself) and Token.Digest.
 func (v *Verifier) digest(raw string) [sha256.Size]byte {
 	bp := v.hashBufs.Get().(*[]byte)
 	b := append((*bp)[:0], raw...)
