@@ -262,8 +262,18 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (*Decision, error) {
 // same values there gets the same decision without an evaluation, reading
 // nothing else of src.
 func (e *Engine) EvalSource(ctx context.Context, src Source) (*Decision, error) {
+	d, _, err := e.EvalDerive(ctx, src, nil)
+	return d, err
+}
+
+// EvalDerive is EvalSource that also returns derive(d) for the decision d:
+// what the caller makes of a decision (its CheckResponse) is remembered with
+// it, so that a decision served from the cache comes with it. derive must be
+// a pure function of the decision, and its result is shared by every caller
+// served the decision: treat it as read-only. A nil derive derives nil.
+func (e *Engine) EvalDerive(ctx context.Context, src Source, derive func(*Decision) any) (*Decision, any, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("policy: evaluate %s: %w", e.cfg.Query, err)
+		return nil, nil, fmt.Errorf("policy: evaluate %s: %w", e.cfg.Query, err)
 	}
 	s := e.current.Load()
 	var (
@@ -273,9 +283,13 @@ func (e *Engine) EvalSource(ctx context.Context, src Source) (*Decision, error) 
 	)
 	if memo {
 		now = time.Now()
-		if d, ok := s.memo.get(&key, now); ok {
+		if entry, ok := s.memo.get(&key, now); ok {
 			e.memoStats.Hits.Add(1)
-			return d, nil
+			derived := entry.derived
+			if derived == nil && derive != nil {
+				derived = derive(entry.d) // stored by a caller without derive
+			}
+			return entry.d, derived, nil
 		}
 	}
 	// OPA would start a goroutine per evaluation to watch ctx; AfterFunc
@@ -311,17 +325,17 @@ func (e *Engine) EvalSource(ctx context.Context, src Source) (*Decision, error) 
 	stop()
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil && topdown.IsCancel(err) {
-			return nil, fmt.Errorf("policy: evaluate %s: %w", e.cfg.Query, ctxErr)
+			return nil, nil, fmt.Errorf("policy: evaluate %s: %w", e.cfg.Query, ctxErr)
 		}
-		return nil, &evalError{query: e.cfg.Query, err: err}
+		return nil, nil, &evalError{query: e.cfg.Query, err: err}
 	}
 	switch {
 	case len(rs) == 0:
-		return nil, ErrUndefined
+		return nil, nil, ErrUndefined
 	case len(rs) > 1:
 		// A query such as data.x[_] can bind several values; a decision
 		// must be one.
-		return nil, fmt.Errorf("%w: query %s has %d results, want 1", ErrInvalidResult, e.cfg.Query, len(rs))
+		return nil, nil, fmt.Errorf("%w: query %s has %d results, want 1", ErrInvalidResult, e.cfg.Query, len(rs))
 	}
 	var v ast.Value
 	switch x := rs[0].Expressions[0].Value.(type) {
@@ -331,24 +345,28 @@ func (e *Engine) EvalSource(ctx context.Context, src Source) (*Decision, error) 
 		// A query that is not a plain term, such as x == y, yields true.
 		v = ast.Boolean(x)
 	default:
-		return nil, fmt.Errorf("%w: result: unexpected %T", ErrInvalidResult, x)
+		return nil, nil, fmt.Errorf("%w: result: unexpected %T", ErrInvalidResult, x)
 	}
 	d, err := parseDecision(v)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d.Revision = s.revision
+	var derived any
+	if derive != nil {
+		derived = derive(d)
+	}
 	if memo {
 		if deterministic {
 			e.memoStats.Misses.Add(1)
-			s.memo.put(&key, d, src, now)
+			s.memo.put(&key, d, derived, src, now)
 		} else {
 			e.memoStats.Uncacheable.Add(1)
 		}
 	} else if s.memo != nil {
 		e.memoStats.Uncacheable.Add(1)
 	}
-	return d, nil
+	return d, derived, nil
 }
 
 // evalError is an evaluation error. Its message gives the code and policy

@@ -36,6 +36,7 @@ type memo struct {
 
 type memoEntry struct {
 	d       *Decision
+	derived any // what EvalDerive's caller derived from d
 	expires time.Time
 }
 
@@ -102,26 +103,22 @@ func (m *memo) key(src Source, k *cache.Key) bool {
 	return ok
 }
 
-func (m *memo) get(k *cache.Key, now time.Time) (*Decision, bool) {
-	e, ok := m.m.Get(k, now)
-	if !ok {
-		return nil, false
-	}
-	return e.d, true
+func (m *memo) get(k *cache.Key, now time.Time) (*memoEntry, bool) {
+	return m.m.Get(k, now)
 }
 
 // expirer is a Source whose document holds credentials that expire: a decision on it is not remembered past
 // their expiry, even though no request could be served it then (the credentials are checked before the policy).
 type expirer interface{ Expires() time.Time }
 
-func (m *memo) put(k *cache.Key, d *Decision, src Source, now time.Time) {
+func (m *memo) put(k *cache.Key, d *Decision, derived any, src Source, now time.Time) {
 	expires := now.Add(m.ttl)
 	if e, ok := src.(expirer); ok {
 		if t := e.Expires(); !t.IsZero() && t.Before(expires) {
 			expires = t
 		}
 	}
-	m.m.Put(k, &memoEntry{d: d, expires: expires}, now)
+	m.m.Put(k, &memoEntry{d: d, derived: derived, expires: expires}, now)
 }
 
 // keyEncoder appends to b an encoding of values that differs for any two

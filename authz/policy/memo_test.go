@@ -373,6 +373,46 @@ func TestDecisionCacheKeysOnTokenDigests(t *testing.T) {
 	}
 }
 
+func TestDerivedValuesAreRememberedWithTheirDecision(t *testing.T) {
+	t.Parallel()
+	e := engineOf(t, "package test\nallow := {\"allowed\": true, \"headers\": {\"x-at\": sprintf(\"%d\", [time.now_ns()])}} if input.clock\nallow if not input.clock\n", false, Config{})
+	calls := 0
+	derive := func(d *Decision) any { calls++; return &struct{ d *Decision }{d} }
+	cached := ast.MustParseTerm(`{"clock": false}`).Value
+	_, first, err := e.EvalDerive(t.Context(), valueSource{cached}, derive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, second, err := e.EvalDerive(t.Context(), valueSource{cached}, derive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != second || calls != 1 {
+		t.Errorf("a cached decision came with a new derived value (%d derivations)", calls)
+	}
+	clock := ast.MustParseTerm(`{"clock": true}`).Value
+	for range 2 {
+		d, derived, err := e.EvalDerive(t.Context(), valueSource{clock}, derive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if derived.(*struct{ d *Decision }).d != d {
+			t.Error("the derived value is not of the decision returned with it")
+		}
+	}
+	if calls != 3 {
+		t.Errorf("%d derivations, want 3: one per evaluation that was not served from the cache", calls)
+	}
+	// EvalSource stored no derived value; EvalDerive derives one for the cached decision.
+	other := ast.MustParseTerm(`{}`).Value // no clock: another key
+	if _, err := e.EvalSource(t.Context(), valueSource{other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, derived, err := e.EvalDerive(t.Context(), valueSource{other}, derive); err != nil || derived == nil {
+		t.Errorf("EvalDerive of a decision cached by EvalSource = %v, %v", derived, err)
+	}
+}
+
 func TestDecisionCacheStartsEmptyOnEveryRevision(t *testing.T) {
 	t.Parallel()
 	dir := writeFiles(t, t.TempDir(), map[string]string{"p.rego": "package test\ndefault allow := false\nallow if input.a == 1\n"})

@@ -31,10 +31,15 @@ type Verifier interface {
 }
 
 // Evaluator evaluates the policy on an input document, which it reads through a Source so that a cached
-// decision costs no more of the document than its key.
+// decision costs no more of the document than its key, and returns what derive made of the decision (the
+// CheckResponse), remembered with a cached decision.
 type Evaluator interface {
-	EvalSource(ctx context.Context, src policy.Source) (*policy.Decision, error)
+	EvalDerive(ctx context.Context, src policy.Source, derive func(*policy.Decision) any) (*policy.Decision, any, error)
 }
+
+// responseOf is the CheckResponse of a decision. The policy engine keeps it with a cached decision, so one
+// response is sent for many checks: it is never modified once built.
+func responseOf(d *policy.Decision) any { return response.FromDecision(d) }
 
 // Config holds what a Server needs; Verifier and Policy are required.
 type Config struct {
@@ -183,7 +188,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 		in.SetTokenDigest(&info.Token.Digest)
 	}
 	info.Input = in
-	d, err := s.policy.EvalSource(ctx, in)
+	d, resp, err := s.policy.EvalDerive(ctx, in, responseOf)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, status.FromContextError(ctxErr).Err()
@@ -207,7 +212,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 		}
 		s.deny(ctx, reason, httpReq)
 	}
-	return response.FromDecision(d), nil
+	return resp.(*authv3.CheckResponse), nil
 }
 
 // deny logs one line per denied check: the reason and the request's method and id, never a token or header value.

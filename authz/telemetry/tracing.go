@@ -170,17 +170,17 @@ type tracedEvaluator struct {
 	next server.Evaluator
 }
 
-func (e *tracedEvaluator) EvalSource(ctx context.Context, src policy.Source) (*policy.Decision, error) {
+func (e *tracedEvaluator) EvalDerive(ctx context.Context, src policy.Source, derive func(*policy.Decision) any) (*policy.Decision, any, error) {
 	ctx, span := e.t.tracer.Start(ctx, spanEval)
 	defer span.End()
-	d, err := e.next.EvalSource(ctx, src)
+	d, derived, err := e.next.EvalDerive(ctx, src, derive)
 	if err != nil {
 		// Policy errors can quote input values; the span gets a fixed description.
 		span.SetStatus(codes.Error, "policy evaluation failed")
-		return nil, err
+		return nil, nil, err
 	}
 	span.SetAttributes(attribute.Bool("authz.allowed", d.Allowed), attribute.String("authz.policy.revision", d.Revision))
-	return d, nil
+	return d, derived, nil
 }
 
 // reasonLabel maps a reason to the allow-list, as the metrics do.

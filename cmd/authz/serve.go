@@ -34,12 +34,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *path == "" {
 		log.Warn("no --config given: running the embedded development configuration")
 	}
-	if os.Getenv("GOGC") == "" {
-		// The live heap is small and steady (compiled policy, bounded caches) while every check allocates, so
-		// the default GOGC=100 collects very often; collecting at 5x the live heap halves the GC's CPU at a
-		// cost of a few tens of MiB. GOGC (and GOMEMLIMIT) in the environment take precedence.
-		debug.SetGCPercent(defaultGCPercent)
-	}
+	setGCPercent()
 	svc, err := service.New(ctx, cfg, service.Options{BuiltinPolicies: policies.FS, Logger: log})
 	if err != nil {
 		return err
@@ -47,8 +42,19 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return svc.Run(ctx)
 }
 
-// defaultGCPercent is the GOGC that serve runs with when the environment sets none.
+// defaultGCPercent is the GOGC that serve (and noop, to compare like with like) run with when the environment
+// sets none.
 const defaultGCPercent = 400
+
+// setGCPercent applies defaultGCPercent unless GOGC is set. The live heap is small and steady (compiled policy,
+// bounded caches) while every check allocates, so the default GOGC=100 collects very often; collecting at 5x the
+// live heap cuts the GC's CPU at a cost of some tens of MiB (BENCHMARKS.md). GOGC and GOMEMLIMIT in the
+// environment take precedence.
+func setGCPercent() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
+}
 
 func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
