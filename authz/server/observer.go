@@ -41,6 +41,8 @@ type CheckInfo struct {
 	// Err is the gRPC status error of an abandoned check (its context ended); Envoy applies its own failure
 	// policy then.
 	Err error
+
+	wire *wireResponse // Response with its encoding, as remembered with the decision
 }
 
 // The decisions an Observer sees, from Outcome.

@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/finauthz/authz/authz/input"
 	"github.com/finauthz/authz/authz/policy"
@@ -37,9 +38,24 @@ type Evaluator interface {
 	EvalDerive(ctx context.Context, src policy.Source, derive func(*policy.Decision) any) (*policy.Decision, any, error)
 }
 
-// responseOf is the CheckResponse of a decision. The policy engine keeps it with a cached decision, so one
-// response is sent for many checks: it is never modified once built.
-func responseOf(d *policy.Decision) any { return response.FromDecision(d) }
+// wireResponse is the CheckResponse of a decision and its protobuf encoding. The policy engine keeps it with a
+// cached decision, so one response is sent for many checks: it is never modified once built.
+//
+// It is a protobuf message itself (the embedded CheckResponse's), so that a gRPC server without the codec of
+// ServerOptions encodes it as the CheckResponse it holds.
+type wireResponse struct {
+	*authv3.CheckResponse
+	wire []byte // nil if it could not be encoded; gRPC then encodes the response and reports the error
+}
+
+func responseOf(d *policy.Decision) any {
+	resp := response.FromDecision(d)
+	wire, err := proto.Marshal(resp)
+	if err != nil {
+		wire = nil
+	}
+	return &wireResponse{CheckResponse: resp, wire: wire}
+}
 
 // Config holds what a Server needs; Verifier and Policy are required.
 type Config struct {
@@ -92,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 
 // Register adds the Authorization service, the standard gRPC health service and reflection to gs.
 func (s *Server) Register(gs *grpc.Server) {
-	authv3.RegisterAuthorizationServer(gs, s)
+	gs.RegisterService(&authorizationService, s)
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 }
@@ -129,16 +145,24 @@ func (s *Server) Shutdown() { s.health.Shutdown() }
 
 // Check implements envoy.service.auth.v3.Authorization.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, _, err := s.serve(ctx, req)
+	return resp, err
+}
+
+// serve runs one check between the observer's calls. wire is the response with its encoding when it was
+// remembered with the decision.
+func (s *Server) serve(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, wire *wireResponse, err error) {
 	if s.obs == nil {
 		var info CheckInfo
-		return s.check(ctx, req, &info)
+		resp, err = s.check(ctx, req, &info)
+		return resp, info.wire, err
 	}
 	info := &CheckInfo{Request: req, Start: time.Now()}
 	ctx = s.obs.CheckStart(ctx, req)
-	resp, err := s.check(ctx, req, info)
+	resp, err = s.check(ctx, req, info)
 	info.Duration, info.Response, info.Err = time.Since(info.Start), resp, err
 	s.obs.CheckDone(ctx, info)
-	return resp, err
+	return resp, info.wire, err
 }
 
 // check decides; it records what it learns along the way in info.
@@ -188,7 +212,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 		in.SetTokenDigest(&info.Token.Digest)
 	}
 	info.Input = in
-	d, resp, err := s.policy.EvalDerive(ctx, in, responseOf)
+	d, derived, err := s.policy.EvalDerive(ctx, in, responseOf)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, status.FromContextError(ctxErr).Err()
@@ -212,7 +236,9 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 		}
 		s.deny(ctx, reason, httpReq)
 	}
-	return resp.(*authv3.CheckResponse), nil
+	w := derived.(*wireResponse)
+	info.wire = w
+	return w.CheckResponse, nil
 }
 
 // deny logs one line per denied check: the reason and the request's method and id, never a token or header value.

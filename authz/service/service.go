@@ -143,6 +143,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 	if err != nil {
 		return nil, err
 	}
+	transport = append(transport, s.srv.ServerOptions()...)
 	s.grpc = grpc.NewServer(append(transport,
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
