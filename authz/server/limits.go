@@ -62,9 +62,12 @@ func (l *limiter) intercept(ctx context.Context, req any, info *grpc.UnaryServer
 		defer l.inFlight.Add(-1)
 	}
 	if l.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, l.Timeout)
-		defer cancel()
+		// Envoy's deadline is usually the shorter one: a context and timer of our own would only cost.
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) > l.Timeout {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, l.Timeout)
+			defer cancel()
+		}
 	}
 	return handler(ctx, req)
 }
