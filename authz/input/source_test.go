@@ -143,11 +143,14 @@ func TestSourceValueIsBuiltOnce(t *testing.T) {
 
 func BenchmarkSourceLookup(b *testing.B) {
 	req := typicalRequest()
-	refs := []ast.Ref{
-		ast.MustParseRef(`attributes.request.http.method`),
-		ast.MustParseRef(`attributes.request.http.headers["x-device-posture"]`),
-		ast.MustParseRef(`attributes.source.address.socketAddress.address`),
-		ast.MustParseRef(`parsed_path`),
+	var refs []ast.Ref
+	for _, r := range []string{
+		`input.attributes.request.http.method`,
+		`input.attributes.request.http.headers["x-device-posture"]`,
+		`input.attributes.source.address.socketAddress.address`,
+		`input.parsed_path`,
+	} {
+		refs = append(refs, ast.MustParseRef(r)[1:])
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -84,7 +84,8 @@ func BenchmarkEval(b *testing.B) {
 	}
 	for _, tc := range tests {
 		b.Run(tc.name, func(b *testing.B) {
-			e := newEngine(b, Config{Paths: []string{dir}, Query: tc.query})
+			// Evaluation itself: the decision cache would answer every iteration after the first.
+			e := newEngine(b, Config{Paths: []string{dir}, Query: tc.query, DecisionCacheSize: -1})
 			input := mustInput(b, tc.input)
 			ctx := b.Context()
 			b.ReportAllocs()
