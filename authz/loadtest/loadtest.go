@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -26,6 +28,9 @@ type Options struct {
 	// NoopAddr, when set instead, is a no-op server already running (authz noop), measured first. In a process of
 	// its own it shares the machine with the generator as the service does.
 	NoopAddr string
+	// Rounds repeats the no-op and service runs in turn, so that a change in the machine's other load during one
+	// run does not decide the ratio; the report keeps every round's ratio and their median. Zero means one.
+	Rounds   int
 	Load     LoadConfig
 	Workload WorkloadConfig
 }
@@ -34,8 +39,11 @@ type Options struct {
 type Report struct {
 	Noop    *Result `json:"noop,omitempty"`
 	Service *Result `json:"service,omitempty"`
-	// Ratio is the service's checks per second over the no-op server's, when both ran.
+	// Ratio is the service's checks per second over the no-op server's, when both ran: the median over the
+	// rounds. Noop and Service are the results of the last round.
 	Ratio float64 `json:"service_to_noop_rps,omitempty"`
+	// Ratios are every round's ratio, in order, when there was more than one round.
+	Ratios []float64 `json:"round_ratios,omitempty"`
 }
 
 // Run builds the workload, measures the no-op server when asked to, then the service at o.Addr. When ctx ends
@@ -55,37 +63,49 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{}
-	if o.NoopListen != "" || o.NoopAddr != "" {
-		var n *Noop
-		addr := o.NoopAddr
-		if o.NoopListen != "" {
-			if n, err = StartNoop(o.NoopListen); err != nil {
-				return nil, err
-			}
-			addr = n.Addr()
-		}
-		// The no-op server allows everything: its answers say nothing about the mix.
-		unjudged := *w
-		unjudged.judged = [numClasses]bool{}
-		rep.Noop, err = Load(ctx, "noop", addr, &unjudged, o.Load)
-		if n != nil {
-			n.Stop()
-		}
-		if err != nil {
+	var n *Noop
+	noopAddr := o.NoopAddr
+	if o.NoopListen != "" {
+		if n, err = StartNoop(o.NoopListen); err != nil {
 			return nil, err
 		}
-		if rep.Noop.Interrupted {
-			return rep, nil
+		defer n.Stop()
+		noopAddr = n.Addr()
+	}
+	rep := &Report{}
+	for range max(o.Rounds, 1) {
+		if noopAddr != "" {
+			// The no-op server allows everything: its answers say nothing about the mix.
+			unjudged := *w
+			unjudged.judged = [numClasses]bool{}
+			if rep.Noop, err = Load(ctx, "noop", noopAddr, &unjudged, o.Load); err != nil {
+				return nil, err
+			}
+			if rep.Noop.Interrupted {
+				return rep, nil
+			}
+		}
+		if o.Addr != "" {
+			if rep.Service, err = Load(ctx, "service", o.Addr, w, o.Load); err != nil {
+				return rep, err
+			}
+			if rep.Service.Interrupted {
+				return rep, nil
+			}
+		}
+		if rep.Noop != nil && rep.Service != nil && rep.Noop.RPS > 0 {
+			rep.Ratios = append(rep.Ratios, rep.Service.RPS/rep.Noop.RPS)
 		}
 	}
-	if o.Addr != "" {
-		if rep.Service, err = Load(ctx, "service", o.Addr, w, o.Load); err != nil {
-			return rep, err
+	if len(rep.Ratios) > 0 {
+		sorted := slices.Sorted(slices.Values(rep.Ratios))
+		rep.Ratio = sorted[len(sorted)/2]
+		if len(sorted)%2 == 0 {
+			rep.Ratio = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
 		}
 	}
-	if rep.Noop != nil && rep.Service != nil && rep.Noop.RPS > 0 {
-		rep.Ratio = rep.Service.RPS / rep.Noop.RPS
+	if len(rep.Ratios) < 2 {
+		rep.Ratios = nil
 	}
 	return rep, nil
 }
@@ -100,7 +120,15 @@ func (r *Report) WriteText(w io.Writer) error {
 			return err
 		}
 	}
-	if r.Ratio > 0 {
+	switch {
+	case len(r.Ratios) > 1:
+		rounds := make([]string, len(r.Ratios))
+		for i, x := range r.Ratios {
+			rounds[i] = fmt.Sprintf("%.3f", x)
+		}
+		_, err := fmt.Fprintf(w, "service / noop: %.3f, the median of %d rounds (%s)\n", r.Ratio, len(r.Ratios), strings.Join(rounds, ", "))
+		return err
+	case r.Ratio > 0:
 		_, err := fmt.Fprintf(w, "service / noop: %.3f (%.0f / %.0f req/s)\n", r.Ratio, r.Service.RPS, r.Noop.RPS)
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +178,36 @@ func TestLoadAgainstTheService(t *testing.T) {
 		}
 		if decoded.Service.Requests != 200 || decoded.Ratio <= 0 || decoded.Service.Latency["p99_ms"] <= 0 || decoded.Noop.RPS <= 0 {
 			t.Errorf("JSON summary misses figures:\n%s", out.String())
+		}
+	})
+
+	t.Run("rounds alternate the two servers and report the median ratio", func(t *testing.T) {
+		n, err := StartNoop("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Stop()
+		rep, err := Run(ctx, Options{
+			Addr: addr, NoopAddr: n.Addr(), Rounds: 3,
+			Load:     LoadConfig{Concurrency: 4, Conns: 2, Requests: 100},
+			Workload: WorkloadConfig{Issuer: iss, Subjects: 20},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Ratios) != 3 {
+			t.Fatalf("ratios %v, want one per round", rep.Ratios)
+		}
+		sorted := slices.Sorted(slices.Values(rep.Ratios))
+		if rep.Ratio != sorted[1] {
+			t.Errorf("ratio %v is not the median of %v", rep.Ratio, rep.Ratios)
+		}
+		var out bytes.Buffer
+		if err := rep.WriteText(&out); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "the median of 3 rounds") {
+			t.Errorf("text report does not give the rounds:\n%s", out.String())
 		}
 	})
 }
