@@ -82,7 +82,6 @@ func noop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	setGCPercent()
 	n, err := loadtest.StartNoop(*listen)
 	if err != nil {
 		return err

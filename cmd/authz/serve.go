@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 
 	"github.com/finauthz/authz/authz/config"
 	"github.com/finauthz/authz/authz/service"
@@ -34,26 +33,11 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *path == "" {
 		log.Warn("no --config given: running the embedded development configuration")
 	}
-	setGCPercent()
 	svc, err := service.New(ctx, cfg, service.Options{BuiltinPolicies: policies.FS, Logger: log})
 	if err != nil {
 		return err
 	}
 	return svc.Run(ctx)
-}
-
-// defaultGCPercent is the GOGC that serve (and noop, to compare like with like) run with when the environment
-// sets none.
-const defaultGCPercent = 400
-
-// setGCPercent applies defaultGCPercent unless GOGC is set. The live heap is small and steady (compiled policy,
-// bounded caches) while every check allocates, so the default GOGC=100 collects very often; collecting at 5x the
-// live heap cuts the GC's CPU at a cost of some tens of MiB (BENCHMARKS.md). GOGC and GOMEMLIMIT in the
-// environment take precedence.
-func setGCPercent() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGCPercent)
-	}
 }
 
 func loadConfig(path string) (*config.Config, error) {
