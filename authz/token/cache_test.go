@@ -10,11 +10,8 @@ import (
 
 func TestCachedVerificationLastsUntilExpiry(t *testing.T) {
 	t.Parallel()
-	clk, logs := newTestClock(), &logSink{}
 	key := newSigningKey("k1", "ES256", testKeys().p256a)
-	idp := newIdP(t, key)
-	v := singleIssuer(t, idp, clk, logs, nil)
-	waitReady(t, v)
+	clk, _, v := readyIssuer(t, key)
 
 	raw := key.sign(t, claimsAt(issA, clk.Now()), nil)
 	first := verifyOK(t, v, raw)
@@ -106,14 +103,22 @@ func TestFullCacheShardEvictsDeadEntriesFirst(t *testing.T) {
 	}
 }
 
+// readyIssuer starts an IdP serving keys and a verifier trusting it on a test clock, and waits until the verifier
+// has the keys.
+func readyIssuer(t *testing.T, keys ...signingKey) (*testClock, *testIdP, *Verifier) {
+	t.Helper()
+	clk := newTestClock()
+	idp := newIdP(t, keys...)
+	v := singleIssuer(t, idp, clk, &logSink{}, nil)
+	waitReady(t, v)
+	return clk, idp, v
+}
+
 func TestLastingFailuresAreRemembered(t *testing.T) {
 	t.Parallel()
-	clk, logs := newTestClock(), &logSink{}
 	key := newSigningKey("k1", "ES256", testKeys().p256a)
 	other := newSigningKey("k1", "ES256", testKeys().p256b) // same kid, another key: a bad signature
-	idp := newIdP(t, key)
-	v := singleIssuer(t, idp, clk, logs, nil)
-	waitReady(t, v)
+	clk, _, v := readyIssuer(t, key)
 
 	tests := []struct {
 		name string
@@ -152,11 +157,8 @@ func TestLastingFailuresAreRemembered(t *testing.T) {
 
 func TestFailuresThatTimeOrAFetchCanUndoAreNotRemembered(t *testing.T) {
 	t.Parallel()
-	clk, logs := newTestClock(), &logSink{}
 	key := newSigningKey("k1", "ES256", testKeys().p256a)
-	idp := newIdP(t, key)
-	v := singleIssuer(t, idp, clk, logs, nil)
-	waitReady(t, v)
+	clk, _, v := readyIssuer(t, key)
 	notYet := key.sign(t, with(claimsAt(issA, clk.Now()), "nbf", clk.Now().Add(time.Hour).Unix()), nil)
 	unknownKid := key.as("k2", "ES256").sign(t, claimsAt(issA, clk.Now()), nil)
 	verifyFails(t, v, notYet, ErrNotYetValid)
@@ -171,12 +173,9 @@ func TestFailuresThatTimeOrAFetchCanUndoAreNotRemembered(t *testing.T) {
 
 func TestRememberedFailuresEndWithTheKeySet(t *testing.T) {
 	t.Parallel()
-	clk, logs := newTestClock(), &logSink{}
 	oldKey := newSigningKey("k1", "ES256", testKeys().p256a)
 	newKey := newSigningKey("k1", "ES256", testKeys().p256b) // the IdP re-keys under the same kid
-	idp := newIdP(t, oldKey)
-	v := singleIssuer(t, idp, clk, logs, nil)
-	waitReady(t, v)
+	clk, idp, v := readyIssuer(t, oldKey)
 	raw := newKey.sign(t, claimsAt(issA, clk.Now()), nil)
 	verifyFails(t, v, raw, ErrSignature)
 
