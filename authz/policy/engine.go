@@ -308,7 +308,9 @@ func (e *Engine) EvalDerive(ctx context.Context, src Source, derive func(*Decisi
 	vc.reset()
 	if err != nil && s.partial && ctx.Err() == nil {
 		// Errors are rare; evaluating the policy as written reports them at
-		// the rule that raised them.
+		// the rule that raised them. Whatever it decides is not remembered:
+		// the key is made of what the residual policy reads.
+		memo = false
 		rs, err = s.written.Eval(ctx,
 			rego.EvalParsedInput(input),
 			rego.EvalMetrics(metrics.NoOp()),

@@ -99,6 +99,8 @@ func (m *memo) key(src Source, k *cache.Key) bool {
 	if ok {
 		*k = sha256.Sum256(enc.b)
 	}
+	// The values can be secrets (a policy may read the authorization header): none stays in a pooled buffer.
+	clear(enc.b)
 	keyEncoders.Put(enc)
 	return ok
 }
