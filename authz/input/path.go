@@ -30,16 +30,25 @@ var (
 // repeated name collects all its values in order, and a semicolon or a bad
 // escape is an error (where OPA-Envoy fails the request too).
 func parsePath(b *builder, p string) (*ast.Term, *ast.Term, error) {
+	path, rawQuery, err := parsePathOnly(b, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return path, b.term(mustParseQuery(b, rawQuery)), nil
+}
+
+// parsePathOnly is parsePath that checks the query string but leaves it unparsed, for a Source to parse when a
+// lookup needs it (mustParseQuery).
+func parsePathOnly(b *builder, p string) (path *ast.Term, rawQuery string, err error) {
 	rawPath, rawQuery, _ := strings.Cut(p, "?")
 	segments, err := pathSegments(b, strings.TrimLeft(rawPath, "/"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidPath, err)
+		return nil, "", fmt.Errorf("%w: %w", ErrInvalidPath, err)
 	}
-	query, err := parseQuery(b, rawQuery)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidPath, err)
+	if err := scanQuery(rawQuery, nil); err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrInvalidPath, err)
 	}
-	return b.array(segments), b.term(query), nil
+	return b.array(segments), rawQuery, nil
 }
 
 func pathSegments(b *builder, p string) ([]*ast.Term, error) {
@@ -64,16 +73,37 @@ func parseQuery(b *builder, q string) (ast.Object, error) {
 	if q == "" {
 		return emptyObject, nil
 	}
-	if strings.Count(q, "&")+1 > maxQueryParams {
-		return nil, errQueryTooMany
-	}
 	var buf [16]pair
 	pairs := buf[:0]
+	if err := scanQuery(q, func(name, value string) { pairs = append(pairs, pair{name, b.str(value)}) }); err != nil {
+		return nil, err
+	}
+	return group(b, pairs), nil
+}
+
+// mustParseQuery parses a query string that scanQuery has accepted.
+func mustParseQuery(b *builder, q string) ast.Object {
+	obj, err := parseQuery(b, q)
+	if err != nil {
+		panic(fmt.Sprintf("input: query string failed after it was checked: %v", err))
+	}
+	return obj
+}
+
+// scanQuery splits and decodes q with url.ParseQuery's rules, calling pair (when not nil) for each name=value
+// in order, and returns the first error.
+func scanQuery(q string, pair func(name, value string)) error {
+	if q == "" {
+		return nil
+	}
+	if strings.Count(q, "&")+1 > maxQueryParams {
+		return errQueryTooMany
+	}
 	for q != "" {
 		var kv string
 		kv, q, _ = strings.Cut(q, "&")
 		if strings.Contains(kv, ";") {
-			return nil, errQuerySemicolon
+			return errQuerySemicolon
 		}
 		if kv == "" {
 			continue
@@ -81,15 +111,17 @@ func parseQuery(b *builder, q string) (ast.Object, error) {
 		rawName, rawValue, _ := strings.Cut(kv, "=")
 		name, err := url.QueryUnescape(rawName)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		value, err := url.QueryUnescape(rawValue)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		pairs = append(pairs, pair{name, b.str(value)})
+		if pair != nil {
+			pair(name, value)
+		}
 	}
-	return group(b, pairs), nil
+	return nil
 }
 
 // pair is one name=value of a query string or form.

@@ -29,8 +29,11 @@ type Source struct {
 	tok  ast.Value
 	b    builder
 
-	path, query, body *ast.Term
-	truncated         bool
+	path, body *ast.Term
+	truncated  bool
+	// rawQuery is the checked query string; query its parsed_query, built when first needed.
+	rawQuery string
+	query    *ast.Term
 	// validKeys reports that every header name is valid UTF-8, so that a
 	// header is found under its own name (see objectFromMap).
 	validKeys bool
@@ -99,7 +102,7 @@ func NewSource(req *authv3.CheckRequest, tok ast.Value, opts Options) (*Source, 
 		}
 	}
 	var err error
-	if s.path, s.query, err = parsePath(&s.b, h.GetPath()); err != nil {
+	if s.path, s.rawQuery, err = parsePathOnly(&s.b, h.GetPath()); err != nil {
 		return nil, err
 	}
 	if s.body, s.truncated, err = parseBody(&s.b, h, opts); err != nil {
@@ -126,7 +129,7 @@ func (s *Source) build() {
 	items := append(buf[:0],
 		ast.Item(keyAttributes, s.b.term(attrs)),
 		ast.Item(keyParsedPath, s.path),
-		ast.Item(keyParsedQuery, s.query),
+		ast.Item(keyParsedQuery, s.parsedQuery()),
 		ast.Item(keyParsedBody, s.body),
 		ast.Item(keyTruncatedBody, ast.InternedTerm(s.truncated)),
 		ast.Item(keyVersion, versionTerm),
@@ -138,6 +141,13 @@ func (s *Source) build() {
 		items = append(items, ast.Item(keyToken, s.b.term(s.tok)))
 	}
 	s.whole = ast.NewObject(items...)
+}
+
+func (s *Source) parsedQuery() *ast.Term {
+	if s.query == nil {
+		s.query = s.b.term(mustParseQuery(&s.b, s.rawQuery))
+	}
+	return s.query
 }
 
 func (s *Source) attributes() ast.Object {
@@ -178,7 +188,7 @@ func (s *Source) part(path ast.Ref) (v ast.Value, ok bool) {
 	case "parsed_path":
 		return find(s.path.Value, rest), true
 	case "parsed_query":
-		return find(s.query.Value, rest), true
+		return find(s.parsedQuery().Value, rest), true
 	case "parsed_body":
 		return find(s.body.Value, rest), true
 	case "truncated_body":

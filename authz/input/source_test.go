@@ -52,11 +52,18 @@ var lookupPaths = []ast.Ref{
 }
 
 // assertLookupsMatch checks that a fresh Source looks up at every path of
-// the document, and at paths it lacks, exactly the value the document built
-// by Build holds there.
-func assertLookupsMatch(t *testing.T, req *authv3.CheckRequest, opts Options, whole ast.Value) {
+// the document (at most paths of them when paths > 0, spread evenly), and at
+// paths it lacks, exactly the value the document built by Build holds there.
+func assertLookupsMatch(t *testing.T, req *authv3.CheckRequest, opts Options, whole ast.Value, most int) {
 	t.Helper()
 	all := paths(whole, ast.InputRootRef, nil)
+	if most > 0 && len(all) > most {
+		step := len(all) / most
+		for i := range most {
+			all[i] = all[i*step]
+		}
+		all = all[:most]
+	}
 	all = append(all, lookupPaths...)
 	for _, p := range all {
 		src, err := NewSource(req, tokenOf(whole), opts)
@@ -96,7 +103,7 @@ func TestSourceLookupsMatchTheDocument(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			assertLookupsMatch(t, tc.req, Options{}, whole)
+			assertLookupsMatch(t, tc.req, Options{}, whole, 0)
 		})
 	}
 }
@@ -120,7 +127,7 @@ func TestSourceLookupsMatchTheDocumentRandom(t *testing.T) {
 			continue
 		}
 		built++
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { assertLookupsMatch(t, req, Options{}, whole) })
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { assertLookupsMatch(t, req, Options{}, whole, 0) })
 		if t.Failed() {
 			return
 		}
