@@ -159,10 +159,15 @@ jwt:
 	if code, _ := o.adminGet(t, "/debug/pprof/"); code != 200 {
 		t.Errorf("/debug/pprof/ = %d with admin.pprof, want 200", code)
 	}
-	o.check(t, "GET", "/accounts", bearer(key.sign(t, claims(issuerA, "payments-api", "alice"))))
+	alice := bearer(key.sign(t, claims(issuerA, "payments-api", "alice")))
+	o.check(t, "GET", "/accounts", alice)
 	o.check(t, "GET", "/accounts", nil)
-	if got := o.metric(t, `authz_checks_total{decision="allow",reason="none"}`); got != 1 {
-		t.Errorf("allowed checks = %v, want 1", got)
+	o.check(t, "GET", "/accounts", alice) // the same decision, served by the decision cache
+	if got := o.metric(t, `authz_checks_total{decision="allow",reason="none"}`); got != 2 {
+		t.Errorf("allowed checks = %v, want 2", got)
+	}
+	if got := o.metric(t, `authz_decision_cache_lookups_total{result="hit"}`); got != 1 {
+		t.Errorf("decision cache hits = %v, want 1", got)
 	}
 	if got := o.metric(t, `authz_checks_total{decision="deny",reason="authentication_required"}`); got != 1 {
 		t.Errorf("denied checks = %v, want 1", got)
