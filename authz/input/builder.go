@@ -7,8 +7,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// termBlock is how many terms a builder allocates at a time once the first
-// block, sized from the request, runs out.
+// termBlock is how many terms a builder allocates at a time when no reserve
+// sized the next block.
 const termBlock = 64
 
 // builder makes the terms of one input document. It hands them out from
@@ -16,7 +16,7 @@ const termBlock = 64
 // allocation each: a document is built once, then only read.
 type builder struct {
 	free []ast.Term
-	next int // size of the next block; termBlock when zero
+	next int // size of the next block (reserve); termBlock when zero
 }
 
 // reserve sizes the next block for about n more terms.
@@ -29,7 +29,7 @@ func (b *builder) reserve(n int) {
 func (b *builder) term(v ast.Value) *ast.Term {
 	if len(b.free) == 0 {
 		n := b.next
-		if n < termBlock {
+		if n <= 0 {
 			n = termBlock
 		}
 		b.free = make([]ast.Term, n)

@@ -85,8 +85,8 @@ func NewSource(req *authv3.CheckRequest, tok ast.Value, opts Options) (*Source, 
 	opts = opts.withDefaults()
 
 	s := &Source{req: req, http: h, tok: tok, validKeys: true}
-	s.b.reserve(32 + 2*len(h.GetHeaders()) + 4*len(h.GetHeaderMap().GetHeaders()) +
-		strings.Count(h.GetPath(), "/") + 2*strings.Count(h.GetPath(), "&"))
+	// Terms for the path and what a lookup builds; build reserves the rest of the document's.
+	s.b.reserve(8 + strings.Count(h.GetPath(), "/"))
 	ac := req.GetAttributes()
 	if ac.MetadataContext != nil || ac.RouteMetadataContext != nil {
 		// Metadata holds Any values that may not resolve: build now, so
@@ -124,6 +124,8 @@ func (s *Source) Value() ast.Value {
 }
 
 func (s *Source) build() {
+	h := s.http
+	s.b.reserve(32 + 2*len(h.GetHeaders()) + 4*len(h.GetHeaderMap().GetHeaders()) + 2*strings.Count(h.GetPath(), "&"))
 	attrs := s.attributes()
 	var buf [8][2]*ast.Term
 	items := append(buf[:0],
