@@ -198,10 +198,7 @@ func (s *Source) part(path ast.Ref) (v ast.Value, ok bool) {
 	case "version":
 		return find(versionTerm.Value, rest), true
 	case "source_principal":
-		if p := s.req.GetAttributes().GetSource().GetPrincipal(); p != "" {
-			return find(ast.String(validUTF8(p)), rest), true
-		}
-		return nil, true
+		return omitEmpty(s.req.GetAttributes().GetSource().GetPrincipal(), rest), true
 	case "token":
 		if s.tok == nil {
 			return nil, true
@@ -250,10 +247,7 @@ func (s *Source) attributePart(path ast.Ref) (ast.Value, bool) {
 func (s *Source) httpPart(path ast.Ref) (ast.Value, bool) {
 	switch key, _ := path[0].Value.(ast.String); key {
 	case "method":
-		if s.http.Method == "" {
-			return nil, true
-		}
-		return find(ast.String(validUTF8(s.http.Method)), path[1:]), true
+		return omitEmpty(s.http.Method, path[1:]), true
 	case "headers":
 		if len(path) == 1 || !s.validKeys {
 			return nil, false
@@ -274,20 +268,22 @@ func (s *Source) httpPart(path ast.Ref) (ast.Value, bool) {
 // peerString looks up the two strings of a peer that policies read most, the
 // principal and the socket address, without building the peer.
 func peerString(p *authv3.AttributeContext_Peer, path ast.Ref) (ast.Value, bool) {
-	var v string
 	switch {
 	case len(path) == 1 && path[0].Equal(jPrincipal):
-		v = p.Principal
+		return omitEmpty(p.Principal, nil), true
 	case len(path) == 3 && path[0].Equal(jAddress) && path[1].Equal(jSocketAddress) && path[2].Equal(jAddress):
-		v = p.GetAddress().GetSocketAddress().GetAddress()
-	default:
-		return nil, false
+		return omitEmpty(p.GetAddress().GetSocketAddress().GetAddress(), nil), true
 	}
+	return nil, false
+}
+
+// omitEmpty is the value at path below a string field, which the document leaves out when it is empty (as
+// protojson does, and as builder.appendString does).
+func omitEmpty(v string, path ast.Ref) ast.Value {
 	if v == "" {
-		// Empty strings are left out, as protojson leaves them out.
-		return nil, true
+		return nil
 	}
-	return ast.String(validUTF8(v)), true
+	return find(ast.String(validUTF8(v)), path)
 }
 
 // find is v.Find(path), nil where the path leads nowhere.

@@ -174,7 +174,7 @@ func (a *inputAnalysis) call(op ast.Ref, loc *ast.Location) {
 // constant, visits the other operands, and reports whether it did; any other
 // call is left to the generic walk.
 func (a *inputAnalysis) objectGet(terms []*ast.Term) bool {
-	if len(terms) < 4 || !terms[0].Equal(ast.NewTerm(objectGet)) || !a.isInput(terms[1]) {
+	if len(terms) < 4 || terms[0].Value.Compare(objectGet) != 0 || !a.isInput(terms[1]) {
 		return false
 	}
 	path := ast.InputRootRef.Copy()

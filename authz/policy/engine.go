@@ -292,9 +292,9 @@ func (e *Engine) EvalDerive(ctx context.Context, src Source, derive func(*Decisi
 			return entry.d, derived, nil
 		}
 	}
+	input := src.Value()
 	// OPA would start a goroutine per evaluation to watch ctx; AfterFunc
 	// only runs one if ctx is actually cancelled while evaluating.
-	input := src.Value()
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)
 	vc := virtualCaches.Get().(*virtualCache)
@@ -358,14 +358,11 @@ func (e *Engine) EvalDerive(ctx context.Context, src Source, derive func(*Decisi
 	if derive != nil {
 		derived = derive(d)
 	}
-	if memo {
-		if deterministic {
-			e.memoStats.Misses.Add(1)
-			s.memo.put(&key, d, derived, src, now)
-		} else {
-			e.memoStats.Uncacheable.Add(1)
-		}
-	} else if s.memo != nil {
+	switch {
+	case memo && deterministic:
+		e.memoStats.Misses.Add(1)
+		s.memo.put(&key, d, derived, src, now)
+	case s.memo != nil:
 		e.memoStats.Uncacheable.Add(1)
 	}
 	return d, derived, nil

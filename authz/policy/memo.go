@@ -49,8 +49,9 @@ type MemoStats struct {
 	// Misses are evaluations of a cacheable revision that ran the policy.
 	Misses atomic.Uint64
 	// Uncacheable are evaluations whose decision was not stored because it
-	// called a non-deterministic builtin or read a value the key cannot
-	// represent.
+	// called a non-deterministic builtin, read a value the key cannot
+	// represent, or came from the fallback evaluation of the policy as
+	// written.
 	Uncacheable atomic.Uint64
 }
 
