@@ -72,12 +72,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		defer n.Stop()
 		noopAddr = n.Addr()
 	}
+	// The no-op server allows everything: its answers say nothing about the mix.
+	unjudged := *w
+	unjudged.judged = [numClasses]bool{}
 	rep := &Report{}
 	for range max(o.Rounds, 1) {
 		if noopAddr != "" {
-			// The no-op server allows everything: its answers say nothing about the mix.
-			unjudged := *w
-			unjudged.judged = [numClasses]bool{}
 			if rep.Noop, err = Load(ctx, "noop", noopAddr, &unjudged, o.Load); err != nil {
 				return nil, err
 			}
