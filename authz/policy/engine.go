@@ -83,7 +83,9 @@ type Config struct {
 	// partialEvalTimeout and maxResidualRules override defaultPartialEvalTimeout
 	// and defaultMaxResidualRules when positive (for tests).
 	partialEvalTimeout time.Duration
-	maxResidualRules   int
+	// now, when set, is the decision cache's clock (for tests); time.Now otherwise.
+	now              func() time.Time
+	maxResidualRules int
 	// Logger receives reload events and the output of print() calls in
 	// the policy (at debug level); slog.Default() when nil.
 	Logger *slog.Logger
@@ -282,7 +284,7 @@ func (e *Engine) EvalDerive(ctx context.Context, src Source, derive func(*Decisi
 		memo = s.memo != nil && s.memo.key(src, &key)
 	)
 	if memo {
-		now = time.Now()
+		now = e.now()
 		if entry, ok := s.memo.get(&key, now); ok {
 			e.memoStats.Hits.Add(1)
 			derived := entry.derived
@@ -494,6 +496,13 @@ func (e *Engine) withMemo(s *snapshot) *snapshot {
 	}
 	s.memo = newMemo(s.deps, size, cmp.Or(e.cfg.DecisionCacheTTL, DefaultDecisionCacheTTL), &e.memoStats)
 	return s
+}
+
+func (e *Engine) now() time.Time {
+	if e.cfg.now != nil {
+		return e.cfg.now()
+	}
+	return time.Now()
 }
 
 // DecisionCache returns the lookup counters of the decision cache.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -278,11 +279,30 @@ allow := {"allowed": true} if not input.clock
 	}
 }
 
+// testClock is a clock that moves only when told to.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 func TestDecisionCacheIsBoundedAndExpires(t *testing.T) {
 	t.Parallel()
+	clk := &testClock{t: time.Unix(2_000_000_000, 0)}
 	e := engineOf(t, `package test
 allow if input.n >= 0
-`, false, Config{DecisionCacheSize: 16, DecisionCacheTTL: 50 * time.Millisecond})
+`, false, Config{DecisionCacheSize: 16, DecisionCacheTTL: time.Minute, now: clk.Now})
 	for i := range 200 {
 		if _, err := e.Eval(t.Context(), ast.MustParseTerm(fmt.Sprintf(`{"n": %d}`, i)).Value); err != nil {
 			t.Fatal(err)
@@ -302,7 +322,7 @@ allow if input.n >= 0
 	if hits != 1 {
 		t.Fatalf("hits = %d, want 1", hits)
 	}
-	time.Sleep(60 * time.Millisecond)
+	clk.Advance(time.Minute)
 	if _, err := e.Eval(t.Context(), in); err != nil {
 		t.Fatal(err)
 	}
@@ -321,8 +341,9 @@ func (s expiringSource) Expires() time.Time { return s.at }
 
 func TestDecisionCacheKeepsNoDecisionPastItsCredentials(t *testing.T) {
 	t.Parallel()
-	e := engineOf(t, "package test\nallow if input.a == 1\n", false, Config{DecisionCacheTTL: time.Hour})
-	src := expiringSource{valueSource{ast.MustParseTerm(`{"a": 1}`).Value}, time.Now().Add(200 * time.Millisecond)}
+	clk := &testClock{t: time.Unix(2_000_000_000, 0)}
+	e := engineOf(t, "package test\nallow if input.a == 1\n", false, Config{DecisionCacheTTL: time.Hour, now: clk.Now})
+	src := expiringSource{valueSource{ast.MustParseTerm(`{"a": 1}`).Value}, clk.Now().Add(time.Minute)}
 	for range 2 {
 		if _, err := e.EvalSource(t.Context(), src); err != nil {
 			t.Fatal(err)
@@ -331,7 +352,7 @@ func TestDecisionCacheKeepsNoDecisionPastItsCredentials(t *testing.T) {
 	if hits := e.DecisionCache().Hits.Load(); hits != 1 {
 		t.Fatalf("hits = %d before the credentials expire, want 1", hits)
 	}
-	time.Sleep(time.Until(src.at) + 10*time.Millisecond)
+	clk.Advance(time.Minute)
 	if _, err := e.EvalSource(t.Context(), src); err != nil {
 		t.Fatal(err)
 	}
