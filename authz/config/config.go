@@ -64,6 +64,9 @@ type Config struct {
 	Tracing     Tracing     `yaml:"tracing"`
 	DecisionLog DecisionLog `yaml:"decision_log"`
 
+	// Runtime tunes the Go runtime's garbage collector (runtime.go).
+	Runtime Runtime `yaml:"runtime"`
+
 	// The gRPC listener's limits and transport security (transport.go).
 	MaxResponseBytes    int      `yaml:"max_response_bytes"`    // largest gRPC message sent
 	CheckTimeout        Duration `yaml:"check_timeout"`         // bounds a check whose deadline is absent or later
@@ -202,6 +205,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.MaxRequestBytes, DefaultMaxRequestBytes)
 	c.applyTransportDefaults()
 	c.applyTelemetryDefaults()
+	c.applyRuntimeDefaults()
 	setDefault(&c.Policy.Query, DefaultQuery)
 	setDefault(&c.Policy.DecisionCache.Size, DefaultDecisionCacheSize)
 	setDefault(&c.Policy.DecisionCache.TTL, Duration(DefaultDecisionCacheTTL))
@@ -253,6 +257,7 @@ func (c *Config) validate() error {
 	}
 	c.validateTransport(bad)
 	c.validateTelemetry(bad)
+	c.validateRuntime(bad)
 
 	switch {
 	case c.Policy.Builtin && len(c.Policy.Paths) > 0:

@@ -30,6 +30,9 @@ func TestParseAppliesDefaults(t *testing.T) {
 	if dc := c.Policy.DecisionCache; dc.Size != DefaultDecisionCacheSize || dc.TTL.D() != time.Minute {
 		t.Errorf("decision cache defaults = %+v", dc)
 	}
+	if r := c.Runtime; r.GCPercent != DefaultGCPercent || r.MemoryLimitMiB != 0 || r.MemoryLimitRatio != DefaultMemoryLimitRatio {
+		t.Errorf("runtime defaults = %+v", r)
+	}
 	if got := c.Policy.Paths[0]; got != "/etc/authz/policies" {
 		t.Errorf("policy path = %q, want it resolved against the config directory", got)
 	}
@@ -53,6 +56,10 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"unknown nested key names the full path", strings.Replace(good, "audiences:", "audience:", 1), "jwt.issuers[0].audience: unknown key"},
 		{"wrong type names the key", strings.Replace(good, "listen: 127.0.0.1:9191", "listen: [a]", 1), "listen: want a string, got a list"},
 		{"integer where a list is expected", strings.Replace(good, "paths: [policies]", "paths: 3", 1), "policy.paths: want a list, got an integer"},
+		{"gc off without a memory limit", good + "runtime: {gc_percent: -1}\n", "runtime.gc_percent: -1 (off) needs runtime.memory_limit_mib"},
+		{"gc percent out of range", good + "runtime: {gc_percent: 5}\n", "runtime.gc_percent: must be -1 (off) or between 25 and 2000 (got 5)"},
+		{"memory limit too small", good + "runtime: {memory_limit_mib: 8}\n", "runtime.memory_limit_mib: must be between 32 and 1048576"},
+		{"memory limit ratio above 1", good + "runtime: {memory_limit_ratio: 1.5}\n", "runtime.memory_limit_ratio: must be above 0 and at most 1 (got 1.5)"},
 		{"bad duration", good + "  leeway: soon\n", `jwt.leeway: want a duration such as 30s (got "soon")`},
 		{"missing audiences", strings.Replace(good, "      audiences: [payments-api]\n", "", 1), "jwt.issuers[0].audiences: required"},
 		{"http jwks on a remote host", strings.Replace(good, "https://idp.example.com/.well-known", "http://idp.example.com/.well-known", 1), "jwt.issuers[0].jwks_uri: must be https unless the host is loopback"},
@@ -158,5 +165,15 @@ func TestLoadReadsFile(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Error("Load of a missing file succeeded")
+	}
+}
+
+func TestRuntimeGCOffIsAcceptedWithAMemoryLimit(t *testing.T) {
+	c, err := Parse([]byte(good+"runtime: {gc_percent: -1, memory_limit_mib: 256}\n"), "authz.yaml", "/etc/authz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Runtime; r.GCPercent != -1 || r.MemoryLimitMiB != 256 {
+		t.Errorf("runtime = %+v", r)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/finauthz/authz/authz/config"
+	"github.com/finauthz/authz/authz/gctune"
 	"github.com/finauthz/authz/authz/service"
 	"github.com/finauthz/authz/policies"
 )
@@ -33,6 +34,18 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *path == "" {
 		log.Warn("no --config given: running the embedded development configuration")
 	}
+	rt, err := gctune.Apply(cfg.Runtime, gctune.System())
+	if err != nil {
+		return err
+	}
+	if rt.Warning != "" {
+		log.Warn(rt.Warning)
+	}
+	limit := slog.String("memory_limit", "none")
+	if rt.MemoryLimit > 0 {
+		limit = slog.String("memory_limit", fmt.Sprintf("%d MiB (%s)", rt.MemoryLimit>>20, rt.MemoryLimitFrom))
+	}
+	log.Info("runtime", slog.String("gc_percent", fmt.Sprintf("%d (%s)", rt.GCPercent, rt.GCPercentFrom)), limit)
 	svc, err := service.New(ctx, cfg, service.Options{BuiltinPolicies: policies.FS, Logger: log})
 	if err != nil {
 		return err
