@@ -35,6 +35,7 @@ const (
 	DefaultGracePeriod        = 15 * time.Second
 	DefaultDevIssuerListen    = "127.0.0.1:9192"
 	DefaultMaxRequestBytes    = 4 << 20
+	DefaultMaxDenialsPerSec   = 100
 )
 
 // AsymmetricAlgorithms are the JOSE algorithms accepted when an issuer lists none. Symmetric (HS*) and "none" are
@@ -148,6 +149,9 @@ type DevIssuer struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
+	// MaxDenialsPerSecond bounds the "check denied" info lines; the denials over it are counted and reported in
+	// one line with the next one logged. -1: every denial is logged. Metrics and decision logs see every check.
+	MaxDenialsPerSecond int `yaml:"max_denials_per_second"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s", "15m").
@@ -228,6 +232,7 @@ func (c *Config) applyDefaults() {
 	}
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Log.Format, "text")
+	setDefault(&c.Log.MaxDenialsPerSecond, DefaultMaxDenialsPerSec)
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -343,6 +348,9 @@ func (c *Config) validate() error {
 	}
 	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
 		bad("log.format", "must be text or json (got %q)", c.Log.Format)
+	}
+	if n := c.Log.MaxDenialsPerSecond; n < -1 {
+		bad("log.max_denials_per_second", "must be -1 (every denial) or a positive number (got %d)", n)
 	}
 	return errors.Join(errs...)
 }

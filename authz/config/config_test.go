@@ -30,6 +30,9 @@ func TestParseAppliesDefaults(t *testing.T) {
 	if dc := c.Policy.DecisionCache; dc.Size != DefaultDecisionCacheSize || dc.TTL.D() != time.Minute {
 		t.Errorf("decision cache defaults = %+v", dc)
 	}
+	if c.Log.MaxDenialsPerSecond != DefaultMaxDenialsPerSec {
+		t.Errorf("log.max_denials_per_second default = %d", c.Log.MaxDenialsPerSecond)
+	}
 	if r := c.Runtime; r.GCPercent != DefaultGCPercent || r.MemoryLimitMiB != 0 || r.MemoryLimitRatio != DefaultMemoryLimitRatio {
 		t.Errorf("runtime defaults = %+v", r)
 	}
@@ -56,6 +59,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"unknown nested key names the full path", strings.Replace(good, "audiences:", "audience:", 1), "jwt.issuers[0].audience: unknown key"},
 		{"wrong type names the key", strings.Replace(good, "listen: 127.0.0.1:9191", "listen: [a]", 1), "listen: want a string, got a list"},
 		{"integer where a list is expected", strings.Replace(good, "paths: [policies]", "paths: 3", 1), "policy.paths: want a list, got an integer"},
+		{"denial log budget below -1", good + "log: {max_denials_per_second: -2}\n", "log.max_denials_per_second: must be -1 (every denial) or a positive number (got -2)"},
 		{"gc off without a memory limit", good + "runtime: {gc_percent: -1}\n", "runtime.gc_percent: -1 (off) needs runtime.memory_limit_mib"},
 		{"gc percent out of range", good + "runtime: {gc_percent: 5}\n", "runtime.gc_percent: must be -1 (off) or between 25 and 2000 (got 5)"},
 		{"memory limit too small", good + "runtime: {memory_limit_mib: 8}\n", "runtime.memory_limit_mib: must be between 32 and 1048576"},

@@ -69,6 +69,9 @@ type Config struct {
 	// forwards (dot segments, "//", an encoded "/", "\" or control character, a ";" parameter, ...) is denied
 	// with 400 and reason invalid_path before the token or the policy is looked at.
 	AllowNonNormalizedPaths bool
+	// MaxDenialLogsPerSecond bounds the "check denied" info lines; the denials over it are counted and reported
+	// in one line with the next one logged. 0: every denial is logged.
+	MaxDenialLogsPerSecond int
 }
 
 // Server answers Envoy's Check calls.
@@ -82,6 +85,7 @@ type Server struct {
 	log      *slog.Logger
 	health   *health.Server
 	obs      Observer
+	denials  denialBudget
 }
 
 // New returns a Server. Its health status starts NOT_SERVING; see WatchReadiness.
@@ -101,6 +105,7 @@ func New(cfg Config) (*Server, error) {
 		log:      log,
 		health:   health.NewServer(),
 		obs:      cfg.Observer,
+		denials:  denialBudget{perSecond: int64(max(cfg.MaxDenialLogsPerSecond, 0))},
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	return s, nil
@@ -241,10 +246,19 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, info *Chec
 	return w.CheckResponse, nil
 }
 
-// deny logs one line per denied check: the reason and the request's method and id, never a token or header value.
+// deny logs one line per denied check, within the budget of MaxDenialLogsPerSecond: the reason and the request's
+// method and id, never a token or header value.
 func (s *Server) deny(ctx context.Context, reason string, r *authv3.AttributeContext_HttpRequest, attrs ...slog.Attr) {
 	if !s.log.Enabled(ctx, slog.LevelInfo) {
 		return
+	}
+	ok, dropped := s.denials.take(time.Now())
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "check denials not logged", slog.Int64("count", dropped),
+			slog.Int64("max_denial_logs_per_second", s.denials.perSecond))
 	}
 	attrs = append(attrs, slog.String("reason", reason))
 	if r != nil {
