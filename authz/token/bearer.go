@@ -28,9 +28,10 @@ func FromAuthorization(value string) (raw string, present bool, err error) {
 	switch {
 	case tok == "":
 		return "", true, fail(ErrMalformed, "authorization header has the Bearer scheme but no token")
+	case isB64Token(tok):
 	case strings.ContainsAny(tok, ", \t"):
 		return "", true, fail(ErrMalformed, "authorization header holds more than one credential")
-	case !isB64Token(tok):
+	default:
 		return "", true, fail(ErrMalformed, "bearer token has characters outside the RFC 6750 b64token set")
 	}
 	return tok, true, nil
@@ -66,16 +67,20 @@ func isB64Token(s string) bool {
 		return false
 	}
 	for i := 0; i < len(body); i++ {
-		c := body[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
-		default:
+		if !b64tokenChars[body[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// b64tokenChars marks the bytes of a b64token before its "=" padding; every byte of a bearer token is looked up.
+var b64tokenChars = func() (t [256]bool) {
+	for _, r := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/" {
+		t[r] = true
+	}
+	return t
+}()
 
 // Fingerprint returns a short, non-reversible identifier of a raw token (the first 12 hex digits of its
 // SHA-256) for log lines that must correlate requests without revealing the token.
