@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,9 @@ import (
 	"github.com/MicahParks/jwkset"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/finauthz/authz/authz/config"
 	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/gctune"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/server"
 	"github.com/finauthz/authz/authz/token"
@@ -49,6 +52,14 @@ func TestServiceMemoryIsBounded(t *testing.T) {
 	if total <= 0 {
 		t.Skip("give -tokens N to run it")
 	}
+	// The collector settings authz serve runs with by default (GOGC and GOMEMLIMIT in the environment win).
+	pct, limit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetGCPercent(pct); debug.SetMemoryLimit(limit) })
+	rt, err := gctune.Apply(config.Runtime{GCPercent: config.DefaultGCPercent, MemoryLimitRatio: config.DefaultMemoryLimitRatio}, gctune.System())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("runtime: GC percent %d (%s), memory limit %d MiB (%s)", rt.GCPercent, rt.GCPercentFrom, rt.MemoryLimit>>20, rt.MemoryLimitFrom)
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

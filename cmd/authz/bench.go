@@ -7,7 +7,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/finauthz/authz/authz/config"
 	"github.com/finauthz/authz/authz/devissuer"
+	"github.com/finauthz/authz/authz/gctune"
 	"github.com/finauthz/authz/authz/loadtest"
 )
 
@@ -81,6 +83,10 @@ func noop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	// The collector settings of authz serve's defaults, so that the two servers differ only in the work of a check.
+	if _, err := gctune.Apply(config.Runtime{GCPercent: config.DefaultGCPercent, MemoryLimitRatio: config.DefaultMemoryLimitRatio}, gctune.System()); err != nil {
+		return err
 	}
 	n, err := loadtest.StartNoop(*listen)
 	if err != nil {
