@@ -109,7 +109,7 @@ func (r recorder) capture(ctx context.Context, info *server.CheckInfo) entry {
 	}
 	if tok := info.Token; tok != nil {
 		e.issuer, e.subject = tok.Issuer, tok.Subject
-		e.clientID = firstNonEmpty(claim(tok.Claims, "client_id"), claim(tok.Claims, "azp"))
+		e.clientID = tok.ClientID
 	}
 	if d := info.Decision; d != nil {
 		e.revision = d.Revision
@@ -207,11 +207,6 @@ func decisionEnum(d string) authzv1.Decision {
 		return authzv1.Decision_DECISION_DENY
 	}
 	return authzv1.Decision_DECISION_ERROR
-}
-
-func claim(claims map[string]any, name string) string {
-	s, _ := claims[name].(string)
-	return s
 }
 
 func firstNonEmpty(a, b string) string {

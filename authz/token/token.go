@@ -22,10 +22,8 @@ type Token struct {
 	Subject string
 	// Expiry is the exp claim, in whole seconds.
 	Expiry time.Time
-	// Header is the decoded JOSE header (numbers are float64, as jwt decodes headers).
-	Header map[string]any
-	// Claims is the decoded payload. Numbers are json.Number, so large integers keep every digit.
-	Claims map[string]any
+	// ClientID is the client_id claim (RFC 9068), or else azp, or "".
+	ClientID string
 	// Digest is the SHA-256 of the raw token. Value is a function of the raw token, so equal digests mean equal
 	// values: the decision cache keys on the digest instead of encoding the value.
 	Digest [32]byte
@@ -33,8 +31,9 @@ type Token struct {
 	value ast.Value
 }
 
-// Value returns the token as the policy input sees it: {"header": {...}, "payload": {...}}. It is built once
-// at verification; callers must not modify it.
+// Value returns the token as the policy input sees it: {"header": {...}, "payload": {...}}, numbers as they
+// were written, so that large integers keep every digit. It is built once at verification and is the only form
+// of the header and claims the Token keeps (a cached token is held for its lifetime); callers must not modify it.
 func (t *Token) Value() ast.Value {
 	return t.value
 }
@@ -45,6 +44,10 @@ func newToken(iss string, header, claims map[string]any) (*Token, error) {
 		return nil, err
 	}
 	sub, _ := claims["sub"].(string)
+	clientID, _ := claims["client_id"].(string)
+	if clientID == "" {
+		clientID, _ = claims["azp"].(string)
+	}
 	hv, err := ast.InterfaceToValue(header)
 	if err != nil {
 		return nil, fail(ErrMalformed, "header cannot be represented for policy: %v", err)
@@ -54,11 +57,10 @@ func newToken(iss string, header, claims map[string]any) (*Token, error) {
 		return nil, fail(ErrMalformed, "payload cannot be represented for policy: %v", err)
 	}
 	return &Token{
-		Issuer:  iss,
-		Subject: sub,
-		Expiry:  exp,
-		Header:  header,
-		Claims:  claims,
+		Issuer:   iss,
+		Subject:  sub,
+		Expiry:   exp,
+		ClientID: clientID,
 		value: ast.NewObject(
 			[2]*ast.Term{ast.StringTerm("header"), ast.NewTerm(hv)},
 			[2]*ast.Term{ast.StringTerm("payload"), ast.NewTerm(pv)},
