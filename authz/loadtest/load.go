@@ -51,6 +51,9 @@ type LoadConfig struct {
 	Progress io.Writer
 	// ProgressInterval is the period of progress lines. Default 1s.
 	ProgressInterval time.Duration
+	// ServerCPU, when set, reads the CPU time the target server has used so far (ProcessCPU); it is read
+	// before and after the measured run, and the result reports the server's CPU per check.
+	ServerCPU func() (time.Duration, error)
 }
 
 func (c LoadConfig) withDefaults() (LoadConfig, error) {
@@ -108,7 +111,7 @@ func Load(ctx context.Context, name, target string, w *Workload, cfg LoadConfig)
 	}
 	if cfg.Warmup > 0 {
 		warm := cfg
-		warm.Duration, warm.Requests, warm.Progress = cfg.Warmup, 0, nil
+		warm.Duration, warm.Requests, warm.Progress, warm.ServerCPU = cfg.Warmup, 0, nil, nil
 		if cfg.Rate > 0 {
 			warm.Requests = max(1, int64(cfg.Rate*cfg.Warmup.Seconds()))
 		}
@@ -117,8 +120,22 @@ func Load(ctx context.Context, name, target string, w *Workload, cfg LoadConfig)
 			return nil, ctx.Err()
 		}
 	}
+	var cpu0 time.Duration
+	if cfg.ServerCPU != nil {
+		if cpu0, err = cfg.ServerCPU(); err != nil {
+			return nil, err
+		}
+	}
 	r := &run{name: name, target: target, cfg: cfg, w: w, conns: conns}
-	return r.do(ctx), nil
+	res := r.do(ctx)
+	if cfg.ServerCPU != nil {
+		cpu1, err := cfg.ServerCPU()
+		if err != nil {
+			return nil, err
+		}
+		res.ServerCPU = cpu1 - cpu0
+	}
+	return res, nil
 }
 
 func closeAll(conns []*grpc.ClientConn) {

@@ -30,9 +30,13 @@ type Options struct {
 	NoopAddr string
 	// Rounds repeats the no-op and service runs in turn, so that a change in the machine's other load during one
 	// run does not decide the ratio; the report keeps every round's ratio and their median. Zero means one.
-	Rounds   int
-	Load     LoadConfig
-	Workload WorkloadConfig
+	Rounds int
+	// ServicePID and NoopPID, when set, are the processes of the service and of the no-op server (authz noop):
+	// each run then also reports its server's CPU time per check (ProcessCPU), the steadier figure on a machine
+	// whose other load moves requests per second.
+	ServicePID, NoopPID int
+	Load                LoadConfig
+	Workload            WorkloadConfig
 }
 
 // Report holds the results of a benchmark.
@@ -44,6 +48,9 @@ type Report struct {
 	Ratio float64 `json:"service_to_noop_rps,omitempty"`
 	// Ratios are every round's ratio, in order, when there was more than one round.
 	Ratios []float64 `json:"round_ratios,omitempty"`
+	// NoopCPU and ServiceCPU are each round's server CPU time per check, when measured.
+	NoopCPU    []time.Duration `json:"-"`
+	ServiceCPU []time.Duration `json:"-"`
 }
 
 // Run builds the workload, measures the no-op server when asked to, then the service at o.Addr. When ctx ends
@@ -75,22 +82,35 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// The no-op server allows everything: its answers say nothing about the mix.
 	unjudged := *w
 	unjudged.judged = [numClasses]bool{}
+	noopLoad, serviceLoad := o.Load, o.Load
+	if o.NoopPID > 0 {
+		noopLoad.ServerCPU = ProcessCPU(o.NoopPID)
+	}
+	if o.ServicePID > 0 {
+		serviceLoad.ServerCPU = ProcessCPU(o.ServicePID)
+	}
 	rep := &Report{}
 	for range max(o.Rounds, 1) {
 		if noopAddr != "" {
-			if rep.Noop, err = Load(ctx, "noop", noopAddr, &unjudged, o.Load); err != nil {
+			if rep.Noop, err = Load(ctx, "noop", noopAddr, &unjudged, noopLoad); err != nil {
 				return nil, err
 			}
 			if rep.Noop.Interrupted {
 				return rep, nil
 			}
+			if rep.Noop.ServerCPU > 0 {
+				rep.NoopCPU = append(rep.NoopCPU, rep.Noop.CPUPerCheck())
+			}
 		}
 		if o.Addr != "" {
-			if rep.Service, err = Load(ctx, "service", o.Addr, w, o.Load); err != nil {
+			if rep.Service, err = Load(ctx, "service", o.Addr, w, serviceLoad); err != nil {
 				return rep, err
 			}
 			if rep.Service.Interrupted {
 				return rep, nil
+			}
+			if rep.Service.ServerCPU > 0 {
+				rep.ServiceCPU = append(rep.ServiceCPU, rep.Service.CPUPerCheck())
 			}
 		}
 		if rep.Noop != nil && rep.Service != nil && rep.Noop.RPS > 0 {
@@ -98,16 +118,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	if len(rep.Ratios) > 0 {
-		sorted := slices.Sorted(slices.Values(rep.Ratios))
-		rep.Ratio = sorted[len(sorted)/2]
-		if len(sorted)%2 == 0 {
-			rep.Ratio = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
-		}
+		rep.Ratio = median(rep.Ratios)
 	}
 	if len(rep.Ratios) < 2 {
 		rep.Ratios = nil
 	}
 	return rep, nil
+}
+
+// median returns the median of xs, which must not be empty.
+func median[T ~float64 | ~int64](xs []T) T {
+	sorted := slices.Sorted(slices.Values(xs))
+	if n := len(sorted); n%2 == 0 {
+		return (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	return sorted[len(sorted)/2]
 }
 
 // WriteText writes the report for a person.
@@ -117,6 +142,13 @@ func (r *Report) WriteText(w io.Writer) error {
 			continue
 		}
 		if err := res.WriteText(w); err != nil {
+			return err
+		}
+	}
+	if len(r.NoopCPU) > 0 && len(r.ServiceCPU) > 0 {
+		n, s := median(r.NoopCPU), median(r.ServiceCPU)
+		if _, err := fmt.Fprintf(w, "server cpu per check: service %.1f µs, noop %.1f µs (medians of %d rounds): service / noop %.2f\n",
+			float64(s)/1e3, float64(n)/1e3, len(r.ServiceCPU), float64(s)/float64(n)); err != nil {
 			return err
 		}
 	}

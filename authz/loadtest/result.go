@@ -35,9 +35,11 @@ type Result struct {
 	// Late counts open-loop checks that started more than a millisecond after they fell due, because every
 	// worker was busy: when it is a large share, the service could not keep up (or Concurrency is too low for
 	// Rate times the latency). Their latency counts from when they fell due.
-	Late        uint64     `json:"late,omitempty"`
-	Interrupted bool       `json:"interrupted,omitempty"`
-	Histogram   *Histogram `json:"-"`
+	Late uint64 `json:"late,omitempty"`
+	// ServerCPU is the CPU time the target server used during the run, when LoadConfig.ServerCPU was set.
+	ServerCPU   time.Duration `json:"-"`
+	Interrupted bool          `json:"interrupted,omitempty"`
+	Histogram   *Histogram    `json:"-"`
 }
 
 // ErrorCount is how often one kind of error happened.
@@ -64,13 +66,27 @@ func (l Latency) MarshalJSON() ([]byte, error) {
 	}{msf(l.Min), msf(l.P50), msf(l.P90), msf(l.P99), msf(l.P999), msf(l.Max), msf(l.Mean)})
 }
 
-// MarshalJSON adds the elapsed time in seconds.
+// MarshalJSON adds the elapsed time in seconds and, when measured, the server's CPU per check in microseconds.
 func (r *Result) MarshalJSON() ([]byte, error) {
 	type plain Result
+	var cpu *float64
+	if r.ServerCPU > 0 {
+		us := math.Round(r.CPUPerCheck().Seconds()*1e7) / 10
+		cpu = &us
+	}
 	return json.Marshal(struct {
 		*plain
-		ElapsedSeconds float64 `json:"elapsed_s"`
-	}{(*plain)(r), math.Round(r.Elapsed.Seconds()*1000) / 1000})
+		ElapsedSeconds float64  `json:"elapsed_s"`
+		CPUPerCheck    *float64 `json:"server_cpu_us_per_check,omitempty"`
+	}{(*plain)(r), math.Round(r.Elapsed.Seconds()*1000) / 1000, cpu})
+}
+
+// CPUPerCheck is the server's CPU time per check of the run; 0 when it was not measured.
+func (r *Result) CPUPerCheck() time.Duration {
+	if r.Requests == 0 {
+		return 0
+	}
+	return r.ServerCPU / time.Duration(r.Requests)
 }
 
 func msf(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
@@ -102,6 +118,9 @@ func (r *Result) WriteText(w io.Writer) error {
 	l := r.Latency
 	fmt.Fprintf(&b, "  latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (min %s, mean %s)\n",
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), ms(l.Min), ms(l.Mean))
+	if r.ServerCPU > 0 {
+		fmt.Fprintf(&b, "  server cpu %.1f µs per check (%.2f cores)\n", float64(r.CPUPerCheck())/1e3, r.ServerCPU.Seconds()/r.Elapsed.Seconds())
+	}
 	fmt.Fprintf(&b, "  outcomes   allowed %d  denied %d  401 %d  errors %d\n",
 		r.Outcomes["allowed"], r.Outcomes["denied"], r.Outcomes["401"], r.Outcomes["errors"])
 	b.WriteString("  by class  ")

@@ -21,6 +21,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Addr, "addr", "127.0.0.1:9191", `gRPC address of the service; "" measures only the no-op server`)
 	fs.StringVar(&o.NoopListen, "noop-listen", "", "start a no-op ext_authz server here (e.g. 127.0.0.1:0) and measure it first")
 	fs.StringVar(&o.NoopAddr, "noop-addr", "", "measure the no-op server running at this address first (authz noop, a process of its own like the service)")
+	fs.IntVar(&o.ServicePID, "pid", 0, "process id of the service: also report its CPU time per check (Linux)")
+	fs.IntVar(&o.NoopPID, "noop-pid", 0, "process id of the no-op server (authz noop): also report its CPU time per check (Linux)")
 	fs.IntVar(&o.Rounds, "rounds", 1, "repeat the no-op and service runs in turn this many times; the ratio is their median")
 	fs.IntVar(&o.Load.Concurrency, "c", loadtest.DefaultConcurrency, "workers, each with one check in flight")
 	fs.IntVar(&o.Load.Conns, "conns", loadtest.DefaultConns, "gRPC (HTTP/2) connections shared by the workers")
