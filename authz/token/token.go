@@ -13,8 +13,8 @@ import (
 // survive conversion to time.Time on every platform.
 const maxNumericDate = 253402300799
 
-// Token is a verified JWT. A Token may be returned to many callers at once (see the verification cache): its
-// maps and value are shared and must be treated as read-only.
+// Token is a verified JWT. A Token may be returned to many callers at once (see the verification cache): it is
+// shared, its value included, and must be treated as read-only.
 type Token struct {
 	// Issuer is the iss claim, which selected the keys the token was verified with.
 	Issuer string
