@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/finauthz/authz/authz/internal/clocktest"
 	"github.com/finauthz/authz/policies"
 )
 
@@ -279,27 +279,9 @@ allow := {"allowed": true} if not input.clock
 	}
 }
 
-// testClock is a clock that moves only when told to.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestDecisionCacheIsBoundedAndExpires(t *testing.T) {
 	t.Parallel()
-	clk := &testClock{t: time.Unix(2_000_000_000, 0)}
+	clk := clocktest.New(time.Unix(2_000_000_000, 0))
 	e := engineOf(t, `package test
 allow if input.n >= 0
 `, false, Config{DecisionCacheSize: 16, DecisionCacheTTL: time.Minute, now: clk.Now})
@@ -341,7 +323,7 @@ func (s expiringSource) Expires() time.Time { return s.at }
 
 func TestDecisionCacheKeepsNoDecisionPastItsCredentials(t *testing.T) {
 	t.Parallel()
-	clk := &testClock{t: time.Unix(2_000_000_000, 0)}
+	clk := clocktest.New(time.Unix(2_000_000_000, 0))
 	e := engineOf(t, "package test\nallow if input.a == 1\n", false, Config{DecisionCacheTTL: time.Hour, now: clk.Now})
 	src := expiringSource{valueSource{ast.MustParseTerm(`{"a": 1}`).Value}, clk.Now().Add(time.Minute)}
 	for range 2 {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/finauthz/authz/authz/internal/clocktest"
 )
 
 func TestCachedVerificationLastsUntilExpiry(t *testing.T) {
@@ -105,7 +107,7 @@ func TestFullCacheShardEvictsDeadEntriesFirst(t *testing.T) {
 
 // readyIssuer starts an IdP serving keys and a verifier trusting it on a test clock, and waits until the verifier
 // has the keys.
-func readyIssuer(t *testing.T, keys ...signingKey) (*testClock, *testIdP, *Verifier) {
+func readyIssuer(t *testing.T, keys ...signingKey) (*clocktest.Clock, *testIdP, *Verifier) {
 	t.Helper()
 	clk := newTestClock()
 	idp := newIdP(t, keys...)

@@ -25,6 +25,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/finauthz/authz/authz/internal/clocktest"
 )
 
 // keyPool holds keys generated once per test binary: RSA generation is slow, above all under -race.
@@ -242,26 +244,9 @@ func (p *testIdP) hold(t testing.TB) (release func()) {
 	return release
 }
 
-// testClock is the verifier's Config.Now, moved by hand.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock {
-	return &testClock{now: time.Date(2031, 3, 14, 9, 26, 53, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newTestClock is the verifier's Config.Now, moved by hand.
+func newTestClock() *clocktest.Clock {
+	return clocktest.New(time.Date(2031, 3, 14, 9, 26, 53, 0, time.UTC))
 }
 
 // logSink collects log output for assertions.

@@ -10,10 +10,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/finauthz/authz/authz/internal/clocktest"
 )
 
 // singleIssuer starts a verifier for issA backed by idp.
-func singleIssuer(t testing.TB, idp *testIdP, clk *testClock, logs *logSink, mutate func(*Config)) *Verifier {
+func singleIssuer(t testing.TB, idp *testIdP, clk *clocktest.Clock, logs *logSink, mutate func(*Config)) *Verifier {
 	t.Helper()
 	cfg := Config{
 		Issuers: []Issuer{{Issuer: issA, JWKSURI: idp.url(), Audiences: []string{"payments-api"}}},

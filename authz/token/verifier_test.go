@@ -20,6 +20,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/finauthz/authz/authz/internal/clocktest"
 )
 
 const (
@@ -29,7 +31,7 @@ const (
 
 // fixture is a verifier trusting two issuers, each with its own JWKS server.
 type fixture struct {
-	clk        *testClock
+	clk        *clocktest.Clock
 	logs       *logSink
 	idpA, idpB *testIdP
 	v          *Verifier
