@@ -209,7 +209,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.MaxRequestBytes, DefaultMaxRequestBytes)
 	c.applyTransportDefaults()
 	c.applyTelemetryDefaults()
-	c.applyRuntimeDefaults()
+	c.Runtime.applyDefaults()
 	setDefault(&c.Policy.Query, DefaultQuery)
 	setDefault(&c.Policy.DecisionCache.Size, DefaultDecisionCacheSize)
 	setDefault(&c.Policy.DecisionCache.TTL, Duration(DefaultDecisionCacheTTL))

@@ -28,9 +28,17 @@ type Runtime struct {
 	MemoryLimitRatio float64 `yaml:"memory_limit_ratio"`
 }
 
-func (c *Config) applyRuntimeDefaults() {
-	setDefault(&c.Runtime.GCPercent, DefaultGCPercent)
-	setDefault(&c.Runtime.MemoryLimitRatio, DefaultMemoryLimitRatio)
+// DefaultRuntime is the runtime section of a configuration that leaves it out: what `authz serve` runs with by
+// default, for the processes measured beside it.
+func DefaultRuntime() Runtime {
+	var r Runtime
+	r.applyDefaults()
+	return r
+}
+
+func (r *Runtime) applyDefaults() {
+	setDefault(&r.GCPercent, DefaultGCPercent)
+	setDefault(&r.MemoryLimitRatio, DefaultMemoryLimitRatio)
 }
 
 func (c *Config) validateRuntime(bad func(key, format string, args ...any)) {

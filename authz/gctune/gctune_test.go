@@ -30,7 +30,7 @@ func host(env map[string]string, limit uint64, err error) Host {
 	}
 }
 
-var defaults = config.Runtime{GCPercent: config.DefaultGCPercent, MemoryLimitRatio: config.DefaultMemoryLimitRatio}
+var defaults = config.DefaultRuntime()
 
 func TestApply(t *testing.T) {
 	const gib = 1 << 30

@@ -56,7 +56,7 @@ func TestServiceMemoryIsBounded(t *testing.T) {
 	// The collector settings authz serve runs with by default (GOGC and GOMEMLIMIT in the environment win).
 	pct, limit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetGCPercent(pct); debug.SetMemoryLimit(limit) })
-	rt, err := gctune.Apply(config.Runtime{GCPercent: config.DefaultGCPercent, MemoryLimitRatio: config.DefaultMemoryLimitRatio}, gctune.System())
+	rt, err := gctune.Apply(config.DefaultRuntime(), gctune.System())
 	if err != nil {
 		t.Fatal(err)
 	}

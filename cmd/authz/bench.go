@@ -87,7 +87,7 @@ func noop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	// The collector settings of authz serve's defaults, so that the two servers differ only in the work of a check.
-	if _, err := gctune.Apply(config.Runtime{GCPercent: config.DefaultGCPercent, MemoryLimitRatio: config.DefaultMemoryLimitRatio}, gctune.System()); err != nil {
+	if _, err := gctune.Apply(config.DefaultRuntime(), gctune.System()); err != nil {
 		return err
 	}
 	n, err := loadtest.StartNoop(*listen)
