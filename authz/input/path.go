@@ -18,7 +18,9 @@ var (
 	errQueryTooMany   = errors.New("number of URL query parameters exceeded limit")
 )
 
-// parsePath splits an HTTP :path into parsed_path and parsed_query.
+// parsePath splits an HTTP :path into parsed_path and its raw query string,
+// which it checks but leaves for mustParseQuery to turn into parsed_query
+// when a lookup needs it.
 //
 // parsed_path drops all leading slashes, splits on "/" and percent-decodes
 // each segment ("/a/b%20c/" -> ["a", "b c", ""]; "/" -> [""]). OPA-Envoy
@@ -29,17 +31,7 @@ var (
 // parsed_query follows url.ParseQuery: "&"-separated, "+" is a space, a
 // repeated name collects all its values in order, and a semicolon or a bad
 // escape is an error (where OPA-Envoy fails the request too).
-func parsePath(b *builder, p string) (*ast.Term, *ast.Term, error) {
-	path, rawQuery, err := parsePathOnly(b, p)
-	if err != nil {
-		return nil, nil, err
-	}
-	return path, b.term(mustParseQuery(b, rawQuery)), nil
-}
-
-// parsePathOnly is parsePath that checks the query string but leaves it unparsed, for a Source to parse when a
-// lookup needs it (mustParseQuery).
-func parsePathOnly(b *builder, p string) (path *ast.Term, rawQuery string, err error) {
+func parsePath(b *builder, p string) (path *ast.Term, rawQuery string, err error) {
 	rawPath, rawQuery, _ := strings.Cut(p, "?")
 	segments, err := pathSegments(b, strings.TrimLeft(rawPath, "/"))
 	if err != nil {

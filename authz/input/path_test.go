@@ -48,17 +48,27 @@ func comparable(p string) bool {
 	return true
 }
 
+// parsePathAndQuery is parsed_path and parsed_query as a Source builds them: the path at once, the query when a
+// lookup needs it.
+func parsePathAndQuery(b *builder, p string) (*ast.Term, *ast.Term, error) {
+	path, rawQuery, err := parsePath(b, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return path, b.term(mustParseQuery(b, rawQuery)), nil
+}
+
 func assertPathLikeReference(t *testing.T, p string) {
 	t.Helper()
 	wantPath, wantQuery, werr := referencePath(p)
-	gotPath, gotQuery, gerr := parsePath(&builder{}, p)
+	gotPath, gotQuery, gerr := parsePathAndQuery(&builder{}, p)
 	switch {
 	case (werr == nil) != (gerr == nil):
-		t.Fatalf("parsePath(%q) error = %v; OPA-Envoy's error = %v", p, gerr, werr)
+		t.Fatalf("parsePathAndQuery(%q) error = %v; OPA-Envoy's error = %v", p, gerr, werr)
 	case werr != nil:
 	case !comparable(p):
 	case gotPath.Value.Compare(wantPath) != 0 || gotQuery.Value.Compare(wantQuery) != 0:
-		t.Fatalf("parsePath(%q) = %v, %v; OPA-Envoy gives %v, %v", p, gotPath, gotQuery, wantPath, wantQuery)
+		t.Fatalf("parsePathAndQuery(%q) = %v, %v; OPA-Envoy gives %v, %v", p, gotPath, gotQuery, wantPath, wantQuery)
 	}
 }
 

@@ -102,7 +102,7 @@ func NewSource(req *authv3.CheckRequest, tok ast.Value, opts Options) (*Source, 
 		}
 	}
 	var err error
-	if s.path, s.rawQuery, err = parsePathOnly(&s.b, h.GetPath()); err != nil {
+	if s.path, s.rawQuery, err = parsePath(&s.b, h.GetPath()); err != nil {
 		return nil, err
 	}
 	if s.body, s.truncated, err = parseBody(&s.b, h, opts); err != nil {
