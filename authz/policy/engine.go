@@ -436,13 +436,13 @@ func (e *Engine) Revision() string {
 	return e.current.Load().revision
 }
 
-// build loads, compiles and prepares a snapshot. During a reload (some
-// snapshot is serving) it returns nil, nil when the content is unchanged.
 // compileMu serialises the compilation and preparation of every engine in the process: OPA's query compiler
 // rewrites terms in place, including shared interned ones (v1/ast/transform.go guards only interned strings), so
 // two compilations at once race on them.
 var compileMu sync.Mutex
 
+// build loads, compiles and prepares a snapshot. During a reload (some
+// snapshot is serving) it returns nil, nil when the content is unchanged.
 func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 	compileMu.Lock()
 	defer compileMu.Unlock()

@@ -10,7 +10,7 @@ import (
 // format it. Denials over the budget are counted and reported, as one line, by the next denial logged. Metrics and
 // decision logs still see every check.
 type denialBudget struct {
-	perSecond int64 // 0: no bound
+	perSecond int64 // 0 or below: no bound
 
 	second  atomic.Int64 // the Unix second being counted
 	logged  atomic.Int64 // lines in that second

@@ -35,10 +35,11 @@ func TestDenialBudget(t *testing.T) {
 		}
 	}
 
-	unbounded := &denialBudget{}
-	for range 1000 {
-		if ok, _ := unbounded.take(t0); !ok {
-			t.Fatal("a budget of 0 refused a line")
+	for _, unbounded := range []*denialBudget{{}, {perSecond: -1}} {
+		for range 1000 {
+			if ok, _ := unbounded.take(t0); !ok {
+				t.Fatalf("a budget of %d refused a line", unbounded.perSecond)
+			}
 		}
 	}
 }

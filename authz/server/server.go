@@ -70,7 +70,7 @@ type Config struct {
 	// with 400 and reason invalid_path before the token or the policy is looked at.
 	AllowNonNormalizedPaths bool
 	// MaxDenialLogsPerSecond bounds the "check denied" info lines; the denials over it are counted and reported
-	// in one line with the next one logged. 0: every denial is logged.
+	// in one line with the next one logged. 0 (or below): every denial is logged.
 	MaxDenialLogsPerSecond int
 }
 
@@ -105,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 		log:      log,
 		health:   health.NewServer(),
 		obs:      cfg.Observer,
-		denials:  denialBudget{perSecond: int64(max(cfg.MaxDenialLogsPerSecond, 0))},
+		denials:  denialBudget{perSecond: int64(cfg.MaxDenialLogsPerSecond)},
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	return s, nil

@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Service, err
 
 	s.srv, err = server.New(s.observe(server.Config{
 		Verifier: s.verifier, Policy: s.policy, Logger: log, AllowNonNormalizedPaths: !cfg.RejectNonNormalizedPaths,
-		MaxDenialLogsPerSecond: max(cfg.Log.MaxDenialsPerSecond, 0),
+		MaxDenialLogsPerSecond: cfg.Log.MaxDenialsPerSecond, // -1: every denial
 	}))
 	if err != nil {
 		return nil, err
