@@ -39,6 +39,14 @@ type Settings struct {
 	Warning string
 }
 
+// MemoryLimitText says the memory limit for a log line: "none", or its MiB and where it came from.
+func (s Settings) MemoryLimitText() string {
+	if s.MemoryLimit == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d MiB (%s)", s.MemoryLimit>>20, s.MemoryLimitFrom)
+}
+
 // Host is what Apply reads of the process's surroundings.
 type Host struct {
 	// Getenv reads the environment (os.Getenv).

@@ -115,6 +115,13 @@ func TestApply(t *testing.T) {
 			if got != tt.want {
 				t.Errorf("Apply = %+v, want %+v", got, tt.want)
 			}
+			wantText := "none"
+			if got.MemoryLimit > 0 {
+				wantText = "MiB (" + got.MemoryLimitFrom + ")"
+			}
+			if text := got.MemoryLimitText(); !strings.HasSuffix(text, wantText) {
+				t.Errorf("MemoryLimitText = %q, want it to end in %q", text, wantText)
+			}
 			if p := gcPercent(); p != tt.want.GCPercent {
 				t.Errorf("runtime GC percent = %d, want %d", p, tt.want.GCPercent)
 			}

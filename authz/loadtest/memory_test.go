@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -60,11 +59,7 @@ func TestServiceMemoryIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	memLimit := "none"
-	if rt.MemoryLimit > 0 {
-		memLimit = fmt.Sprintf("%d MiB (%s)", rt.MemoryLimit>>20, rt.MemoryLimitFrom)
-	}
-	t.Logf("runtime: GC percent %d (%s), memory limit %s", rt.GCPercent, rt.GCPercentFrom, memLimit)
+	t.Logf("runtime: GC percent %d (%s), memory limit %s", rt.GCPercent, rt.GCPercentFrom, rt.MemoryLimitText())
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

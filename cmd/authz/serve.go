@@ -41,11 +41,8 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if rt.Warning != "" {
 		log.Warn(rt.Warning)
 	}
-	limit := slog.String("memory_limit", "none")
-	if rt.MemoryLimit > 0 {
-		limit = slog.String("memory_limit", fmt.Sprintf("%d MiB (%s)", rt.MemoryLimit>>20, rt.MemoryLimitFrom))
-	}
-	log.Info("runtime", slog.String("gc_percent", fmt.Sprintf("%d (%s)", rt.GCPercent, rt.GCPercentFrom)), limit)
+	log.Info("runtime", slog.String("gc_percent", fmt.Sprintf("%d (%s)", rt.GCPercent, rt.GCPercentFrom)),
+		slog.String("memory_limit", rt.MemoryLimitText()))
 	svc, err := service.New(ctx, cfg, service.Options{BuiltinPolicies: policies.FS, Logger: log})
 	if err != nil {
 		return err
