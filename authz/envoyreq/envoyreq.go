@@ -2,8 +2,9 @@
 // service without Envoy (authz check, authz bench).
 //
 // It follows Envoy's documented behaviour: header names lower-case, repeated headers joined with ",", the
-// pseudo-headers :authority, :method, :path and :scheme present in the header map, path with its raw query, and the
-// source principal set only when the client authenticated with a certificate.
+// pseudo-headers :authority, :method, :path and :scheme present in the header map, path with its raw query, the
+// source principal set only when the client authenticated with a certificate, and the metadata contexts present
+// but empty.
 package envoyreq
 
 import (
@@ -115,6 +116,10 @@ func New(r Request) (*authv3.CheckRequest, error) {
 		Destination:       &authv3.AttributeContext_Peer{Address: dst},
 		Request:           &authv3.AttributeContext_Request{Time: timestamppb.New(now), Http: httpReq},
 		ContextExtensions: r.ContextExtensions,
+		// Envoy sets both metadata contexts on every check, empty unless metadata_context_namespaces (or their
+		// route equivalents) name some.
+		MetadataContext:      &corev3.Metadata{},
+		RouteMetadataContext: &corev3.Metadata{},
 	}}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -88,9 +89,10 @@ func NewSource(req *authv3.CheckRequest, tok ast.Value, opts Options) (*Source, 
 	// Terms for the path and what a lookup builds; build reserves the rest of the document's.
 	s.b.reserve(8 + strings.Count(h.GetPath(), "/"))
 	ac := req.GetAttributes()
-	if ac.MetadataContext != nil || ac.RouteMetadataContext != nil {
+	if hasEntries(ac.GetMetadataContext()) || hasEntries(ac.GetRouteMetadataContext()) {
 		// Metadata holds Any values that may not resolve: build now, so
-		// that the error comes from here.
+		// that the error comes from here. (Envoy sends both contexts on
+		// every check, mostly empty.)
 		attrs, err := s.b.attributeContext(ac)
 		if err != nil {
 			return nil, err
@@ -115,6 +117,12 @@ func NewSource(req *authv3.CheckRequest, tok ast.Value, opts Options) (*Source, 
 		}
 	}
 	return s, nil
+}
+
+// hasEntries reports whether m holds any metadata, which is what can fail to
+// render.
+func hasEntries(m *corev3.Metadata) bool {
+	return len(m.GetFilterMetadata()) > 0 || len(m.GetTypedFilterMetadata()) > 0
 }
 
 // Value returns the whole input document (see Build).
@@ -227,8 +235,9 @@ func (s *Source) attributePart(path ast.Ref) (ast.Value, bool) {
 		}
 		return find(s.b.peer(ac.Source).Value, path[1:]), true
 	case "metadataContext", "routeMetadataContext":
-		// Present metadata made NewSource build attrs.
-		return nil, true
+		// Metadata with entries made NewSource build attrs; an empty
+		// context is found in the whole document.
+		return nil, ac.GetMetadataContext() == nil && ac.GetRouteMetadataContext() == nil
 	case "contextExtensions":
 		if len(ac.ContextExtensions) == 0 {
 			return nil, true

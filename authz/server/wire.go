@@ -7,16 +7,20 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+
+	"github.com/finauthz/authz/authz/checkwire"
 )
 
 // ServerOptions returns the options the grpc.Server that Register registers s on should be made with: a codec
-// that sends a cached decision's CheckResponse as the bytes encoded when the decision was made, instead of
-// encoding it again for every check. Without them every response is encoded as usual.
+// that decodes CheckRequests with checkwire, and sends a cached decision's CheckResponse as the bytes encoded
+// when the decision was made instead of encoding it again for every check. Without them every message is
+// decoded and encoded as usual.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.ForceServerCodecV2(wireCodec{proto: encoding.GetCodecV2("proto")})}
 }
 
-// wireCodec is gRPC's protobuf codec, except that it sends a *wireResponse as its encoded bytes.
+// wireCodec is gRPC's protobuf codec, except that it decodes a CheckRequest with checkwire (the same message,
+// at a third of the cost) and sends a *wireResponse as its encoded bytes.
 type wireCodec struct{ proto encoding.CodecV2 }
 
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -27,7 +31,15 @@ func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.proto.Marshal(v) // a *wireResponse without bytes encodes as its CheckResponse
 }
 
-func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	req, ok := v.(*authv3.CheckRequest)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return checkwire.Unmarshal(buf.ReadOnlyData(), req) // retains nothing of buf
+}
 
 func (c wireCodec) Name() string { return c.proto.Name() }
 

@@ -16,6 +16,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
 
+	"github.com/finauthz/authz/authz/checkwire"
 	"github.com/finauthz/authz/authz/decisionlog"
 	"github.com/finauthz/authz/authz/devissuer"
 	"github.com/finauthz/authz/authz/server"
@@ -181,6 +182,7 @@ func (s *Service) observe(sc server.Config) server.Config {
 	}
 	s.tel.metrics.WatchVerifier(s.verifier, issuers)
 	s.tel.metrics.WatchDecisionCache(s.policy.DecisionCache())
+	s.tel.metrics.WatchCheckDecoding(checkwire.Fallbacks)
 	obs = append(obs, s.tel.metrics)
 	if s.tel.dlog != nil {
 		obs = append(obs, s.tel.dlog)

@@ -177,6 +177,7 @@ jwt:
 	}
 	o.metric(t, `authz_jwks_keyset_age_seconds{issuer="`+issuerA+`"}`)
 	o.metric(t, `authz_token_cache_misses_total`)
+	o.metric(t, `authz_check_request_decode_fallbacks_total`)
 	o.metric(t, `authz_checks_in_flight`)
 
 	o.shutdown(t)

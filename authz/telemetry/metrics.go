@@ -220,6 +220,16 @@ func (m *Metrics) WatchDecisionCache(c *policy.MemoStats) {
 	}
 }
 
+// WatchCheckDecoding exports how many CheckRequests went to the generic protobuf decoder (checkwire.Fallbacks),
+// read at every scrape.
+func (m *Metrics) WatchCheckDecoding(fallbacks func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "authz_check_request_decode_fallbacks_total",
+		Help: "CheckRequests decoded by the generic protobuf decoder because they held something the direct decoder " +
+			"does not know (metadata with content, raw header maps, fields of a newer Envoy): more CPU, the same result.",
+	}, func() float64 { return float64(fallbacks()) }))
+}
+
 // DecisionLogCounts are the decision log's counters.
 type DecisionLogCounts struct {
 	Written    uint64 // records handed to the sink successfully

@@ -30,6 +30,7 @@ func TestMetricsCountChecksByDecisionAndReason(t *testing.T) {
 	st := newStack(t, m.JWKSFetched)
 	m.WatchVerifier(st.verifier, []string{devissuer.IssuerURL})
 	m.WatchDecisionCache(st.policy.DecisionCache())
+	m.WatchCheckDecoding(func() uint64 { return 3 })
 	srv := st.server(t, m, nil, nil)
 	raw := st.mint(t, "alice")
 	auth := "authorization: Bearer " + raw
@@ -73,6 +74,7 @@ func TestMetricsCountChecksByDecisionAndReason(t *testing.T) {
 		{`authz_decision_cache_lookups_total{result="hit"}`, "1"}, // the second allowed check
 		{`authz_decision_cache_lookups_total{result="miss"}`, "2"},
 		{`authz_decision_cache_lookups_total{result="uncacheable"}`, "0"},
+		{`authz_check_request_decode_fallbacks_total`, "3"},
 	}
 	for _, tc := range tests {
 		got := sample(out, tc.series)

@@ -1,0 +1,482 @@
+// Package checkwire decodes an envoy.service.auth.v3.CheckRequest from its protobuf encoding into the generated
+// message, giving what proto.Unmarshal gives at a fraction of its cost.
+//
+// proto.Unmarshal decodes the request's header map through reflection, one value conversion and one string
+// allocation per key and per value: about 13 µs and 100 allocations for a typical Envoy check, more than the
+// rest of a cached check costs. Unmarshal decodes the fields Envoy sends directly. It copies the encoding into
+// one string, of which every string field is a substring, and allocates the nested messages together.
+//
+// Unmarshal only takes that path for encodings it fully understands: every field known, with its expected wire
+// type, valid UTF-8 in every string, no singular message sent twice (which protobuf merges). Anything else, such
+// as metadata with content, raw header maps or fields of a newer Envoy, is decoded by proto.Unmarshal itself, so
+// the result and the error are always proto.Unmarshal's.
+package checkwire
+
+import (
+	"sync/atomic"
+	"unicode/utf8"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// fallbacks counts the encodings handed to proto.Unmarshal.
+var fallbacks atomic.Uint64
+
+// Fallbacks returns how many encodings Unmarshal has handed to proto.Unmarshal since the process started. A count
+// that grows with every check means the proxy sends something the direct path does not know, which costs speed,
+// never correctness.
+func Fallbacks() uint64 { return fallbacks.Load() }
+
+// Unmarshal decodes the protobuf encoding b into req, as proto.Unmarshal(b, req) does. Unmarshal does not
+// retain b.
+func Unmarshal(b []byte, req *authv3.CheckRequest) error {
+	req.Reset()
+	d := decoder{b: b}
+	if attrs, ok := d.checkRequest(); ok {
+		req.Attributes = attrs
+		return nil
+	}
+	fallbacks.Add(1)
+	return proto.Unmarshal(b, req)
+}
+
+// decoder reads one encoding. Its methods take the bounds of the message they read in b, and report false for
+// anything outside the direct path.
+type decoder struct {
+	b []byte
+	s string // string(b), made on the first string field
+	a *messages
+}
+
+// messages are the messages of a typical check, allocated together.
+type messages struct {
+	attrs    authv3.AttributeContext
+	src, dst authv3.AttributeContext_Peer
+	request  authv3.AttributeContext_Request
+	http     authv3.AttributeContext_HttpRequest
+	time     timestamppb.Timestamp
+	addr     [2]corev3.Address
+	sock     [2]corev3.SocketAddress
+	sockOf   [2]corev3.Address_SocketAddress
+	port     [2]corev3.SocketAddress_PortValue
+	nAddr    int // addresses used
+}
+
+// field reads the tag at i and returns the field's number and wire type and where its value starts.
+func (d *decoder) field(i, end int) (protowire.Number, protowire.Type, int, bool) {
+	num, typ, n := protowire.ConsumeTag(d.b[i:end])
+	if n < 0 {
+		return 0, 0, 0, false
+	}
+	return num, typ, i + n, true
+}
+
+// span reads the length-delimited value at i: its bounds, and where the next field starts.
+func (d *decoder) span(typ protowire.Type, i, end int) (start, stop int, ok bool) {
+	if typ != protowire.BytesType {
+		return 0, 0, false
+	}
+	v, n := protowire.ConsumeBytes(d.b[i:end])
+	if n < 0 {
+		return 0, 0, false
+	}
+	return i + n - len(v), i + n, true
+}
+
+// varint reads the varint at i and where the next field starts.
+func (d *decoder) varint(typ protowire.Type, i, end int) (uint64, int, bool) {
+	if typ != protowire.VarintType {
+		return 0, 0, false
+	}
+	v, n := protowire.ConsumeVarint(d.b[i:end])
+	if n < 0 {
+		return 0, 0, false
+	}
+	return v, i + n, true
+}
+
+// str reads the string at i, which must be valid UTF-8 as proto3 requires, and where the next field starts.
+func (d *decoder) str(typ protowire.Type, i, end int) (string, int, bool) {
+	start, next, ok := d.span(typ, i, end)
+	if !ok {
+		return "", 0, false
+	}
+	if start == next {
+		return "", next, true
+	}
+	if d.s == "" {
+		d.s = string(d.b)
+	}
+	s := d.s[start:next]
+	if !utf8.ValidString(s) {
+		return "", 0, false
+	}
+	return s, next, true
+}
+
+func (d *decoder) checkRequest() (*authv3.AttributeContext, bool) {
+	var attrs *authv3.AttributeContext
+	for i, end := 0, len(d.b); i < end; {
+		num, typ, j, ok := d.field(i, end)
+		if !ok || num != 1 || attrs != nil {
+			return nil, false
+		}
+		start, stop, ok := d.span(typ, j, end)
+		if !ok {
+			return nil, false
+		}
+		d.a = new(messages)
+		attrs = &d.a.attrs
+		if !d.attributeContext(attrs, start, stop) {
+			return nil, false
+		}
+		i = stop
+	}
+	return attrs, true
+}
+
+func (d *decoder) attributeContext(m *authv3.AttributeContext, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok {
+			return false
+		}
+		if num == 10 {
+			if m.ContextExtensions == nil {
+				m.ContextExtensions = make(map[string]string, d.count(10, i, end))
+			}
+			if i, ok = d.mapEntry(m.ContextExtensions, typ, j, end); !ok {
+				return false
+			}
+			continue
+		}
+		start, stop, ok := d.span(typ, j, end)
+		if !ok {
+			return false
+		}
+		switch num {
+		case 1:
+			if m.Source != nil {
+				return false
+			}
+			m.Source = &d.a.src
+			ok = d.peer(m.Source, start, stop)
+		case 2:
+			if m.Destination != nil {
+				return false
+			}
+			m.Destination = &d.a.dst
+			ok = d.peer(m.Destination, start, stop)
+		case 4:
+			if m.Request != nil {
+				return false
+			}
+			m.Request = &d.a.request
+			ok = d.request(m.Request, start, stop)
+		case 11, 13:
+			// Envoy sends the metadata contexts even when empty; with content, they hold Struct and Any values.
+			if start != stop {
+				return false
+			}
+			if num == 11 {
+				ok = m.MetadataContext == nil
+				m.MetadataContext = new(corev3.Metadata)
+			} else {
+				ok = m.RouteMetadataContext == nil
+				m.RouteMetadataContext = new(corev3.Metadata)
+			}
+		case 12:
+			if m.TlsSession != nil {
+				return false
+			}
+			m.TlsSession = new(authv3.AttributeContext_TLSSession)
+			ok = d.tlsSession(m.TlsSession, start, stop)
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+		i = stop
+	}
+	return true
+}
+
+func (d *decoder) peer(m *authv3.AttributeContext_Peer, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok {
+			return false
+		}
+		switch num {
+		case 1:
+			if m.Address != nil {
+				return false
+			}
+			start, stop, ok := d.span(typ, j, end)
+			if !ok || d.a.nAddr == len(d.a.addr) {
+				return false
+			}
+			n := d.a.nAddr
+			d.a.nAddr++
+			m.Address = &d.a.addr[n]
+			if !d.address(m.Address, n, start, stop) {
+				return false
+			}
+			i = stop
+		case 2:
+			m.Service, i, ok = d.str(typ, j, end)
+		case 3:
+			if m.Labels == nil {
+				m.Labels = make(map[string]string, d.count(3, i, end))
+			}
+			i, ok = d.mapEntry(m.Labels, typ, j, end)
+		case 4:
+			m.Principal, i, ok = d.str(typ, j, end)
+		case 5:
+			m.Certificate, i, ok = d.str(typ, j, end)
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// address reads an envoy.config.core.v3.Address, the nth of the request; only its socket_address is on the
+// direct path.
+func (d *decoder) address(m *corev3.Address, n, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok || num != 1 || m.Address != nil {
+			return false
+		}
+		start, stop, ok := d.span(typ, j, end)
+		if !ok {
+			return false
+		}
+		d.a.sockOf[n].SocketAddress = &d.a.sock[n]
+		m.Address = &d.a.sockOf[n]
+		if !d.socketAddress(&d.a.sock[n], n, start, stop) {
+			return false
+		}
+		i = stop
+	}
+	return true
+}
+
+func (d *decoder) socketAddress(m *corev3.SocketAddress, n, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok {
+			return false
+		}
+		var v uint64
+		switch num {
+		case 1:
+			v, i, ok = d.varint(typ, j, end)
+			m.Protocol = corev3.SocketAddress_Protocol(int32(v))
+		case 2:
+			m.Address, i, ok = d.str(typ, j, end)
+		case 3:
+			v, i, ok = d.varint(typ, j, end)
+			d.a.port[n].PortValue = uint32(v)
+			m.PortSpecifier = &d.a.port[n]
+		case 4:
+			var s string
+			s, i, ok = d.str(typ, j, end)
+			m.PortSpecifier = &corev3.SocketAddress_NamedPort{NamedPort: s}
+		case 5:
+			m.ResolverName, i, ok = d.str(typ, j, end)
+		case 6:
+			v, i, ok = d.varint(typ, j, end)
+			m.Ipv4Compat = v != 0
+		case 7:
+			m.NetworkNamespaceFilepath, i, ok = d.str(typ, j, end)
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) request(m *authv3.AttributeContext_Request, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok {
+			return false
+		}
+		start, stop, ok := d.span(typ, j, end)
+		if !ok {
+			return false
+		}
+		switch num {
+		case 1:
+			if m.Time != nil {
+				return false
+			}
+			m.Time = &d.a.time
+			ok = d.timestamp(m.Time, start, stop)
+		case 2:
+			if m.Http != nil {
+				return false
+			}
+			m.Http = &d.a.http
+			ok = d.httpRequest(m.Http, start, stop)
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+		i = stop
+	}
+	return true
+}
+
+func (d *decoder) timestamp(m *timestamppb.Timestamp, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok {
+			return false
+		}
+		var v uint64
+		switch num {
+		case 1:
+			v, i, ok = d.varint(typ, j, end)
+			m.Seconds = int64(v)
+		case 2:
+			v, i, ok = d.varint(typ, j, end)
+			m.Nanos = int32(v)
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) httpRequest(m *authv3.AttributeContext_HttpRequest, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok {
+			return false
+		}
+		switch num {
+		case 1:
+			m.Id, i, ok = d.str(typ, j, end)
+		case 2:
+			m.Method, i, ok = d.str(typ, j, end)
+		case 3:
+			if m.Headers == nil {
+				m.Headers = make(map[string]string, d.count(3, i, end))
+			}
+			i, ok = d.mapEntry(m.Headers, typ, j, end)
+		case 4:
+			m.Path, i, ok = d.str(typ, j, end)
+		case 5:
+			m.Host, i, ok = d.str(typ, j, end)
+		case 6:
+			m.Scheme, i, ok = d.str(typ, j, end)
+		case 7:
+			m.Query, i, ok = d.str(typ, j, end)
+		case 8:
+			m.Fragment, i, ok = d.str(typ, j, end)
+		case 9:
+			var v uint64
+			v, i, ok = d.varint(typ, j, end)
+			m.Size = int64(v)
+		case 10:
+			m.Protocol, i, ok = d.str(typ, j, end)
+		case 11:
+			m.Body, i, ok = d.str(typ, j, end)
+		case 12:
+			var start int
+			start, i, ok = d.span(typ, j, end)
+			if ok {
+				// A bytes field is the caller's to modify: it gets its own copy, nil when empty as proto gives it.
+				m.RawBody = append([]byte(nil), d.b[start:i]...)
+			}
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) tlsSession(m *authv3.AttributeContext_TLSSession, i, end int) bool {
+	for i < end {
+		num, typ, j, ok := d.field(i, end)
+		if !ok || num != 1 {
+			return false
+		}
+		if m.Sni, i, ok = d.str(typ, j, end); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// mapEntry reads one map<string, string> entry at i into m, and returns where the next field starts. A missing
+// key or value is "", and a later entry with the same key replaces an earlier one, as in proto.Unmarshal.
+func (d *decoder) mapEntry(m map[string]string, typ protowire.Type, i, end int) (int, bool) {
+	start, stop, ok := d.span(typ, i, end)
+	if !ok {
+		return 0, false
+	}
+	var k, v string
+	for j := start; j < stop; {
+		num, typ, at, ok := d.field(j, stop)
+		if !ok {
+			return 0, false
+		}
+		switch num {
+		case 1:
+			k, j, ok = d.str(typ, at, stop)
+		case 2:
+			v, j, ok = d.str(typ, at, stop)
+		default:
+			return 0, false
+		}
+		if !ok {
+			return 0, false
+		}
+	}
+	m[k] = v
+	return stop, true
+}
+
+// count returns how many length-delimited fields numbered num the message in d.b[i:end] holds, to size a map;
+// it stops early at anything malformed, which the decoding that follows reports.
+func (d *decoder) count(num protowire.Number, i, end int) int {
+	n := 0
+	for i < end {
+		got, typ, j, ok := d.field(i, end)
+		if !ok {
+			break
+		}
+		size := protowire.ConsumeFieldValue(got, typ, d.b[j:end])
+		if size < 0 {
+			break
+		}
+		if got == num && typ == protowire.BytesType {
+			n++
+		}
+		i = j + size
+	}
+	return n
+}
