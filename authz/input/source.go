@@ -226,18 +226,33 @@ func (s *Source) attributePart(path ast.Ref) (ast.Value, bool) {
 	}
 	ac := s.req.GetAttributes()
 	switch key, _ := path[0].Value.(ast.String); key {
-	case "source":
-		if ac.Source == nil {
+	case "source", "destination":
+		p := ac.GetSource()
+		if key == "destination" {
+			p = ac.GetDestination()
+		}
+		if p == nil {
 			return nil, true
 		}
-		if v, ok := peerString(ac.Source, path[1:]); ok {
+		if v, ok := peerString(p, path[1:]); ok {
 			return v, true
 		}
-		return find(s.b.peer(ac.Source).Value, path[1:]), true
+		return find(s.b.peer(p).Value, path[1:]), true
 	case "metadataContext", "routeMetadataContext":
-		// Metadata with entries made NewSource build attrs; an empty
-		// context is found in the whole document.
-		return nil, ac.GetMetadataContext() == nil && ac.GetRouteMetadataContext() == nil
+		m := ac.GetMetadataContext()
+		if key == "routeMetadataContext" {
+			m = ac.GetRouteMetadataContext()
+		}
+		if m == nil {
+			return nil, true
+		}
+		// Metadata with entries made NewSource build attrs: this context
+		// is empty, as Envoy sends it unless told to forward some.
+		t, err := s.b.metadata(string(key), m)
+		if err != nil {
+			return nil, false
+		}
+		return find(t.Value, path[1:]), true
 	case "contextExtensions":
 		if len(ac.ContextExtensions) == 0 {
 			return nil, true

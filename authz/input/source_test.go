@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -145,6 +146,37 @@ func TestSourceValueIsBuiltOnce(t *testing.T) {
 	}
 	if src.Value() != src.Value() {
 		t.Error("Value built the document twice")
+	}
+}
+
+// A decision cache key is a few lookups: each must build its part of the
+// document only, also on the empty metadata contexts Envoy sends with every
+// check.
+func TestSourceLookupsBuildTheirPartOnly(t *testing.T) {
+	t.Parallel()
+	req := typicalRequest()
+	req.Attributes.MetadataContext = &corev3.Metadata{}
+	req.Attributes.RouteMetadataContext = &corev3.Metadata{}
+	for _, r := range []string{
+		`input.attributes.request.http.method`,
+		`input.attributes.request.http.headers["x-device-posture"]`,
+		`input.attributes.source.address.socketAddress.address`,
+		`input.attributes.destination.principal`,
+		`input.attributes.metadataContext.filterMetadata`,
+		`input.attributes.routeMetadataContext`,
+		`input.attributes.contextExtensions`,
+		`input.parsed_path`,
+		`input.parsed_query.limit`,
+		`input.source_principal`,
+	} {
+		src, err := NewSource(req, nil, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.Lookup(ast.MustParseRef(r)[1:])
+		if src.whole != nil || src.attrs != nil {
+			t.Errorf("Lookup(%s) built the whole document", r)
+		}
 	}
 }
 
