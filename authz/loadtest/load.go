@@ -43,7 +43,9 @@ type LoadConfig struct {
 	// as soon as the previous one is answered.
 	Rate float64
 	// Warmup is a run of the same shape before the measured one, whose checks are not counted: it connects,
-	// fills the service's verification cache and lets the runtime settle. Default none.
+	// fills the service's caches and lets the runtime settle. It starts with one closed-loop pass over the
+	// workload, so that a slow rate still measures the steady state (every token seen before) rather than
+	// first sightings. Default none.
 	Warmup time.Duration
 	// Timeout is the deadline of every check (Envoy's ext_authz timeout). Default 1s.
 	Timeout time.Duration
@@ -110,6 +112,9 @@ func Load(ctx context.Context, name, target string, w *Workload, cfg LoadConfig)
 		}
 	}
 	if cfg.Warmup > 0 {
+		pass := cfg
+		pass.Duration, pass.Requests, pass.Rate, pass.Progress, pass.ServerCPU = 0, int64(w.Len()), 0, nil, nil
+		(&run{name: name, target: target, cfg: pass, w: w, conns: conns}).do(ctx)
 		warm := cfg
 		warm.Duration, warm.Requests, warm.Progress, warm.ServerCPU = cfg.Warmup, 0, nil, nil
 		if cfg.Rate > 0 {

@@ -212,6 +212,38 @@ func TestLoadAgainstTheService(t *testing.T) {
 	})
 }
 
+// A warmup first passes over the whole workload, so that a slow measured rate meets warm caches.
+func TestLoadWarmupPassesOverTheWorkload(t *testing.T) {
+	iss, err := devissuer.Open(filepath.Join(t.TempDir(), "dev-issuer.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWorkload(WorkloadConfig{Issuer: iss, Subjects: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := StartNoop("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	const conns, measured = 2, 10
+	// A warmup at this rate sends one check of its own: the rest are the pass.
+	res, err := Load(context.Background(), "noop", n.Addr(), w, LoadConfig{
+		Concurrency: 2, Conns: conns, Rate: 1000, Warmup: time.Millisecond, Requests: measured,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != measured {
+		t.Fatalf("measured %d checks, want %d", res.Requests, measured)
+	}
+	if got, want := n.Checks(), uint64(conns+w.Len()+1+measured); got != want {
+		t.Errorf("the no-op server answered %d checks, want %d: %d connection probes, a pass over the %d of the workload, 1 of warmup at the rate, %d measured",
+			got, want, conns, w.Len(), measured)
+	}
+}
+
 func TestLoadStopsWhenItsContextEnds(t *testing.T) {
 	before := runtime.NumGoroutine()
 	n, err := StartNoop("127.0.0.1:0")
