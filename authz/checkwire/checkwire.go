@@ -1,10 +1,12 @@
 // Package checkwire decodes an envoy.service.auth.v3.CheckRequest from its protobuf encoding into the generated
 // message, giving what proto.Unmarshal gives at a fraction of its cost.
 //
-// proto.Unmarshal decodes the request's header map through reflection, one value conversion and one string
-// allocation per key and per value: about 13 µs and 100 allocations for a typical Envoy check, more than the
-// rest of a cached check costs. Unmarshal decodes the fields Envoy sends directly. It copies the encoding into
-// one string, of which every string field is a substring, and allocates the nested messages together.
+// proto.Unmarshal decodes the request's maps (the headers) through reflection, with a value conversion per key and
+// per value: about 14 µs and 110 allocations for a typical Envoy check, more than the rest of a cached check
+// costs. Unmarshal decodes the fields Envoy sends directly, sizes each map once, and allocates the nested messages
+// together: about 45% of the time and 40% of the allocations. Every string is allocated on its own, as
+// proto.Unmarshal does, so that nothing a cache keeps from a request (a header value in a decision) holds on to
+// the rest of it, the bearer token included.
 //
 // Unmarshal only takes that path for encodings it fully understands: every field known, with its expected wire
 // type, valid UTF-8 in every string, no singular message sent twice (which protobuf merges). Anything else, such
@@ -48,7 +50,6 @@ func Unmarshal(b []byte, req *authv3.CheckRequest) error {
 // anything outside the direct path.
 type decoder struct {
 	b []byte
-	s string // string(b), made on the first string field
 	a *messages
 }
 
@@ -108,14 +109,11 @@ func (d *decoder) str(typ protowire.Type, i, end int) (string, int, bool) {
 	if start == next {
 		return "", next, true
 	}
-	if d.s == "" {
-		d.s = string(d.b)
-	}
-	s := d.s[start:next]
-	if !utf8.ValidString(s) {
+	b := d.b[start:next]
+	if !utf8.Valid(b) {
 		return "", 0, false
 	}
-	return s, next, true
+	return string(b), next, true
 }
 
 func (d *decoder) checkRequest() (*authv3.AttributeContext, bool) {
