@@ -78,7 +78,9 @@ type Config struct {
 	DecisionCacheSize int
 	// DecisionCacheTTL bounds how long a remembered decision is served; zero
 	// means DefaultDecisionCacheTTL. Decisions are exact for as long as the
-	// revision serves, so this only bounds the cache's memory over time.
+	// revision serves, so this only bounds the cache's memory over time. Each
+	// decision lives between four fifths of it and all of it, so that the
+	// decisions made together are not all evaluated again together.
 	DecisionCacheTTL time.Duration
 	// partialEvalTimeout and maxResidualRules override defaultPartialEvalTimeout
 	// and defaultMaxResidualRules when positive (for tests).

@@ -114,8 +114,20 @@ func (m *memo) get(k *cache.Key, now time.Time) (*memoEntry, bool) {
 // their expiry, even though no request could be served it then (the credentials are checked before the policy).
 type expirer interface{ Expires() time.Time }
 
+// ttlSpread is the share of the TTL by which the lifetimes of decisions differ: decisions made together (the
+// traffic after a start or a reload) expire over the last fifth of the TTL, and are evaluated again over that
+// time, instead of all in the same instant.
+const ttlSpread = 5
+
+// lifetime is how long the decision under k is remembered: the TTL less up to a fifth of it, by the key's first
+// bits (as good as random for a SHA-256, and the same each time for the same inputs).
+func (m *memo) lifetime(k *cache.Key) time.Duration {
+	f := uint64(binary.BigEndian.Uint16(k[:2]))
+	return m.ttl - time.Duration(uint64(m.ttl/ttlSpread)*f>>16)
+}
+
 func (m *memo) put(k *cache.Key, d *Decision, derived any, src Source, now time.Time) {
-	expires := now.Add(m.ttl)
+	expires := now.Add(m.lifetime(k))
 	if e, ok := src.(expirer); ok {
 		if t := e.Expires(); !t.IsZero() && t.Before(expires) {
 			expires = t

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/finauthz/authz/authz/cache"
 	"github.com/finauthz/authz/authz/internal/clocktest"
 	"github.com/finauthz/authz/policies"
 )
@@ -310,6 +313,30 @@ allow if input.n >= 0
 	}
 	if e.DecisionCache().Hits.Load() != hits {
 		t.Error("a decision was served after its TTL")
+	}
+}
+
+// Decisions made together expire spread over the last fifth of the TTL, never after it.
+func TestDecisionCacheSpreadsExpiries(t *testing.T) {
+	t.Parallel()
+	m := &memo{ttl: time.Minute}
+	var lo, hi time.Duration
+	for i := range 1000 {
+		k := cache.Key(sha256.Sum256([]byte(strconv.Itoa(i))))
+		d := m.lifetime(&k)
+		if d > time.Minute || d < time.Minute-time.Minute/ttlSpread {
+			t.Fatalf("lifetime %v outside [%v, %v]", d, time.Minute-time.Minute/ttlSpread, time.Minute)
+		}
+		if i == 0 || d < lo {
+			lo = d
+		}
+		hi = max(hi, d)
+		if again := m.lifetime(&k); again != d {
+			t.Fatalf("the same key lives %v, then %v", d, again)
+		}
+	}
+	if spread := hi - lo; spread < 11*time.Second {
+		t.Errorf("1000 decisions expire within %v of each other, want them spread over about 12s", spread)
 	}
 }
 
