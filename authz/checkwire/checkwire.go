@@ -116,6 +116,16 @@ func (d *decoder) str(typ protowire.Type, i, end int) (string, int, bool) {
 	return string(b), next, true
 }
 
+// once sets the singular message field *field to m and reads m from d.b[start:stop] with read. A message field
+// sent twice is merged by protobuf: that is off the direct path.
+func once[M any](field **M, m *M, read func(m *M, start, stop int) bool, start, stop int) bool {
+	if *field != nil {
+		return false
+	}
+	*field = m
+	return read(m, start, stop)
+}
+
 func (d *decoder) checkRequest() (*authv3.AttributeContext, bool) {
 	var attrs *authv3.AttributeContext
 	for i, end := 0, len(d.b); i < end; {
@@ -158,23 +168,11 @@ func (d *decoder) attributeContext(m *authv3.AttributeContext, i, end int) bool 
 		}
 		switch num {
 		case 1:
-			if m.Source != nil {
-				return false
-			}
-			m.Source = &d.a.src
-			ok = d.peer(m.Source, start, stop)
+			ok = once(&m.Source, &d.a.src, d.peer, start, stop)
 		case 2:
-			if m.Destination != nil {
-				return false
-			}
-			m.Destination = &d.a.dst
-			ok = d.peer(m.Destination, start, stop)
+			ok = once(&m.Destination, &d.a.dst, d.peer, start, stop)
 		case 4:
-			if m.Request != nil {
-				return false
-			}
-			m.Request = &d.a.request
-			ok = d.request(m.Request, start, stop)
+			ok = once(&m.Request, &d.a.request, d.request, start, stop)
 		case 11, 13:
 			// Envoy sends the metadata contexts even when empty; with content, they hold Struct and Any values.
 			if start != stop {
@@ -188,11 +186,7 @@ func (d *decoder) attributeContext(m *authv3.AttributeContext, i, end int) bool 
 				m.RouteMetadataContext = new(corev3.Metadata)
 			}
 		case 12:
-			if m.TlsSession != nil {
-				return false
-			}
-			m.TlsSession = new(authv3.AttributeContext_TLSSession)
-			ok = d.tlsSession(m.TlsSession, start, stop)
+			ok = once(&m.TlsSession, new(authv3.AttributeContext_TLSSession), d.tlsSession, start, stop)
 		default:
 			return false
 		}
@@ -319,17 +313,9 @@ func (d *decoder) request(m *authv3.AttributeContext_Request, i, end int) bool {
 		}
 		switch num {
 		case 1:
-			if m.Time != nil {
-				return false
-			}
-			m.Time = &d.a.time
-			ok = d.timestamp(m.Time, start, stop)
+			ok = once(&m.Time, &d.a.time, d.timestamp, start, stop)
 		case 2:
-			if m.Http != nil {
-				return false
-			}
-			m.Http = &d.a.http
-			ok = d.httpRequest(m.Http, start, stop)
+			ok = once(&m.Http, &d.a.http, d.httpRequest, start, stop)
 		default:
 			return false
 		}
