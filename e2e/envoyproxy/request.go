@@ -61,6 +61,9 @@ func (p *Proxy) checkRequest(r *http.Request, received time.Time, b *body, exten
 			Http: httpReq,
 		},
 		ContextExtensions: extensions,
+		// Set on every check, empty without metadata_context_namespaces (and their route equivalents).
+		MetadataContext:      &corev3.Metadata{},
+		RouteMetadataContext: &corev3.Metadata{},
 	}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		attrs.Destination.Address = socketAddress(la.String())
