@@ -13,13 +13,14 @@ const userHZ = 100
 
 // ProcessCPU returns a probe of the CPU time (user and system, all threads) the process pid has used so far, read
 // from /proc/PID/stat, to 10 ms. Set as LoadConfig.ServerCPU, it measures what a run costs the server: a figure
-// that moves far less with the neighbours' load than requests per second do. Linux only.
+// that moves far less with the neighbours' load than requests per second do; as LoadConfig.GeneratorCPU, what it
+// costs the generator. Linux only.
 func ProcessCPU(pid int) func() (time.Duration, error) {
 	path := fmt.Sprintf("/proc/%d/stat", pid)
 	return func() (time.Duration, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return 0, fmt.Errorf("loadtest: server CPU time: %w", err)
+			return 0, fmt.Errorf("loadtest: CPU time of process %d: %w", pid, err)
 		}
 		return parseStatCPU(b)
 	}

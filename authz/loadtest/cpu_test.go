@@ -49,7 +49,7 @@ func TestProcessCPUOfAMissingProcess(t *testing.T) {
 	}
 }
 
-func TestLoadReportsTheServersCPU(t *testing.T) {
+func TestLoadReportsTheServersAndTheGeneratorsCPU(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc on this system")
 	}
@@ -64,24 +64,26 @@ func TestLoadReportsTheServersCPU(t *testing.T) {
 	}
 	// The no-op server runs in this process: its CPU is this process's, the generator's included.
 	res, err := Load(context.Background(), "noop", n.Addr(), w, LoadConfig{
-		Concurrency: 4, Requests: 4000, ServerCPU: ProcessCPU(os.Getpid()),
+		Concurrency: 4, Requests: 4000, ServerCPU: ProcessCPU(os.Getpid()), GeneratorCPU: ProcessCPU(os.Getpid()),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.ServerCPU <= 0 || res.CPUPerCheck() <= 0 {
-		t.Fatalf("server CPU %v, %v per check: want both measured", res.ServerCPU, res.CPUPerCheck())
+	// One process, read twice a few microseconds apart, to 10 ms: a tick may fall between the reads.
+	if diff := res.GeneratorCPU - res.ServerCPU; res.ServerCPU <= 0 || res.CPUPerCheck() <= 0 || diff < -20*time.Millisecond || diff > 20*time.Millisecond {
+		t.Fatalf("server CPU %v, %v per check, generator CPU %v: want both measured, and the same (one process)",
+			res.ServerCPU, res.CPUPerCheck(), res.GeneratorCPU)
 	}
 	var text bytes.Buffer
-	if err := res.WriteText(&text); err != nil || !strings.Contains(text.String(), "µs per check") {
-		t.Errorf("text report without the server's CPU: %v\n%s", err, text.String())
+	if err := res.WriteText(&text); err != nil || !strings.Contains(text.String(), "server cpu") || !strings.Contains(text.String(), "generator ") {
+		t.Errorf("text report without the server's and the generator's CPU: %v\n%s", err, text.String())
 	}
 	b, err := json.Marshal(res)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil || doc["server_cpu_us_per_check"] == nil {
-		t.Errorf("JSON report without server_cpu_us_per_check: %v\n%s", err, b)
+	if err := json.Unmarshal(b, &doc); err != nil || doc["server_cpu_us_per_check"] == nil || doc["generator_cpu_us_per_check"] == nil {
+		t.Errorf("JSON report without server_cpu_us_per_check and generator_cpu_us_per_check: %v\n%s", err, b)
 	}
 }

@@ -56,6 +56,9 @@ type LoadConfig struct {
 	// ServerCPU, when set, reads the CPU time the target server has used so far (ProcessCPU); it is read
 	// before and after the measured run, and the result reports the server's CPU per check.
 	ServerCPU func() (time.Duration, error)
+	// GeneratorCPU is ServerCPU for the process that generates the load, to tell how much of the machine the
+	// generator itself takes when it shares it with the server.
+	GeneratorCPU func() (time.Duration, error)
 }
 
 func (c LoadConfig) withDefaults() (LoadConfig, error) {
@@ -113,10 +116,10 @@ func Load(ctx context.Context, name, target string, w *Workload, cfg LoadConfig)
 	}
 	if cfg.Warmup > 0 {
 		pass := cfg
-		pass.Duration, pass.Requests, pass.Rate, pass.Progress, pass.ServerCPU = 0, int64(w.Len()), 0, nil, nil
+		pass.Duration, pass.Requests, pass.Rate, pass.Progress, pass.ServerCPU, pass.GeneratorCPU = 0, int64(w.Len()), 0, nil, nil, nil
 		(&run{name: name, target: target, cfg: pass, w: w, conns: conns}).do(ctx)
 		warm := cfg
-		warm.Duration, warm.Requests, warm.Progress, warm.ServerCPU = cfg.Warmup, 0, nil, nil
+		warm.Duration, warm.Requests, warm.Progress, warm.ServerCPU, warm.GeneratorCPU = cfg.Warmup, 0, nil, nil, nil
 		if cfg.Rate > 0 {
 			warm.Requests = max(1, int64(cfg.Rate*cfg.Warmup.Seconds()))
 		}
@@ -125,22 +128,38 @@ func Load(ctx context.Context, name, target string, w *Workload, cfg LoadConfig)
 			return nil, ctx.Err()
 		}
 	}
-	var cpu0 time.Duration
-	if cfg.ServerCPU != nil {
-		if cpu0, err = cfg.ServerCPU(); err != nil {
-			return nil, err
-		}
+	server, err := startCPU(cfg.ServerCPU)
+	if err != nil {
+		return nil, err
+	}
+	generator, err := startCPU(cfg.GeneratorCPU)
+	if err != nil {
+		return nil, err
 	}
 	r := &run{name: name, target: target, cfg: cfg, w: w, conns: conns}
 	res := r.do(ctx)
-	if cfg.ServerCPU != nil {
-		cpu1, err := cfg.ServerCPU()
-		if err != nil {
-			return nil, err
-		}
-		res.ServerCPU = cpu1 - cpu0
+	if res.ServerCPU, err = server(); err != nil {
+		return nil, err
+	}
+	if res.GeneratorCPU, err = generator(); err != nil {
+		return nil, err
 	}
 	return res, nil
+}
+
+// startCPU reads probe now and returns what reads the CPU time used since; with a nil probe, that is 0.
+func startCPU(probe func() (time.Duration, error)) (since func() (time.Duration, error), err error) {
+	if probe == nil {
+		return func() (time.Duration, error) { return 0, nil }, nil
+	}
+	t0, err := probe()
+	if err != nil {
+		return nil, err
+	}
+	return func() (time.Duration, error) {
+		t1, err := probe()
+		return t1 - t0, err
+	}, nil
 }
 
 func closeAll(conns []*grpc.ClientConn) {

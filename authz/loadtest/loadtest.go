@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -88,6 +90,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.ServicePID > 0 {
 		serviceLoad.ServerCPU = ProcessCPU(o.ServicePID)
+	}
+	if o.NoopListen == "" && runtime.GOOS == "linux" {
+		// An in-process no-op server would count as the generator's own work.
+		noopLoad.GeneratorCPU = ProcessCPU(os.Getpid())
+		serviceLoad.GeneratorCPU = noopLoad.GeneratorCPU
 	}
 	rep := &Report{}
 	for range max(o.Rounds, 1) {

@@ -37,9 +37,12 @@ type Result struct {
 	// Rate times the latency). Their latency counts from when they fell due.
 	Late uint64 `json:"late,omitempty"`
 	// ServerCPU is the CPU time the target server used during the run, when LoadConfig.ServerCPU was set.
-	ServerCPU   time.Duration `json:"-"`
-	Interrupted bool          `json:"interrupted,omitempty"`
-	Histogram   *Histogram    `json:"-"`
+	ServerCPU time.Duration `json:"-"`
+	// GeneratorCPU is the CPU time the generating process used during the run, when LoadConfig.GeneratorCPU
+	// was set.
+	GeneratorCPU time.Duration `json:"-"`
+	Interrupted  bool          `json:"interrupted,omitempty"`
+	Histogram    *Histogram    `json:"-"`
 }
 
 // ErrorCount is how often one kind of error happened.
@@ -66,27 +69,35 @@ func (l Latency) MarshalJSON() ([]byte, error) {
 	}{msf(l.Min), msf(l.P50), msf(l.P90), msf(l.P99), msf(l.P999), msf(l.Max), msf(l.Mean)})
 }
 
-// MarshalJSON adds the elapsed time in seconds and, when measured, the server's CPU per check in microseconds.
+// MarshalJSON adds the elapsed time in seconds and, when measured, the server's and the generator's CPU per
+// check in microseconds.
 func (r *Result) MarshalJSON() ([]byte, error) {
 	type plain Result
-	var cpu *float64
-	if r.ServerCPU > 0 {
-		us := math.Round(r.CPUPerCheck().Seconds()*1e7) / 10
-		cpu = &us
-	}
 	return json.Marshal(struct {
 		*plain
-		ElapsedSeconds float64  `json:"elapsed_s"`
-		CPUPerCheck    *float64 `json:"server_cpu_us_per_check,omitempty"`
-	}{(*plain)(r), math.Round(r.Elapsed.Seconds()*1000) / 1000, cpu})
+		ElapsedSeconds       float64  `json:"elapsed_s"`
+		CPUPerCheck          *float64 `json:"server_cpu_us_per_check,omitempty"`
+		GeneratorCPUPerCheck *float64 `json:"generator_cpu_us_per_check,omitempty"`
+	}{(*plain)(r), math.Round(r.Elapsed.Seconds()*1000) / 1000, r.microseconds(r.ServerCPU), r.microseconds(r.GeneratorCPU)})
+}
+
+// microseconds is cpu per check of the run in microseconds, nil when it was not measured.
+func (r *Result) microseconds(cpu time.Duration) *float64 {
+	if cpu <= 0 || r.Requests == 0 {
+		return nil
+	}
+	us := math.Round(r.perCheck(cpu).Seconds()*1e7) / 10
+	return &us
 }
 
 // CPUPerCheck is the server's CPU time per check of the run; 0 when it was not measured.
-func (r *Result) CPUPerCheck() time.Duration {
+func (r *Result) CPUPerCheck() time.Duration { return r.perCheck(r.ServerCPU) }
+
+func (r *Result) perCheck(cpu time.Duration) time.Duration {
 	if r.Requests == 0 {
 		return 0
 	}
-	return r.ServerCPU / time.Duration(r.Requests)
+	return cpu / time.Duration(r.Requests)
 }
 
 func msf(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
@@ -118,8 +129,13 @@ func (r *Result) WriteText(w io.Writer) error {
 	l := r.Latency
 	fmt.Fprintf(&b, "  latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (min %s, mean %s)\n",
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), ms(l.Min), ms(l.Mean))
-	if r.ServerCPU > 0 {
-		fmt.Fprintf(&b, "  server cpu %.1f µs per check (%.2f cores)\n", float64(r.CPUPerCheck())/1e3, r.ServerCPU.Seconds()/r.Elapsed.Seconds())
+	for _, c := range []struct {
+		what string
+		cpu  time.Duration
+	}{{"server cpu", r.ServerCPU}, {"generator ", r.GeneratorCPU}} {
+		if c.cpu > 0 {
+			fmt.Fprintf(&b, "  %s %.1f µs per check (%.2f cores)\n", c.what, float64(r.perCheck(c.cpu))/1e3, c.cpu.Seconds()/r.Elapsed.Seconds())
+		}
 	}
 	fmt.Fprintf(&b, "  outcomes   allowed %d  denied %d  401 %d  errors %d\n",
 		r.Outcomes["allowed"], r.Outcomes["denied"], r.Outcomes["401"], r.Outcomes["errors"])
