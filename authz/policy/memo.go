@@ -122,8 +122,8 @@ const ttlSpread = 5
 // lifetime is how long the decision under k is remembered: the TTL less up to a fifth of it, by the key's first
 // bits (as good as random for a SHA-256, and the same each time for the same inputs).
 func (m *memo) lifetime(k *cache.Key) time.Duration {
-	f := uint64(binary.BigEndian.Uint16(k[:2]))
-	return m.ttl - time.Duration(uint64(m.ttl/ttlSpread)*f>>16)
+	f := float64(binary.BigEndian.Uint16(k[:2])) / (1 << 16)
+	return m.ttl - time.Duration(f*float64(m.ttl/ttlSpread))
 }
 
 func (m *memo) put(k *cache.Key, d *Decision, derived any, src Source, now time.Time) {

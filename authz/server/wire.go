@@ -20,7 +20,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 }
 
 // wireCodec is gRPC's protobuf codec, except that it decodes a CheckRequest with checkwire (the same message,
-// at a third of the cost) and sends a *wireResponse as its encoded bytes.
+// for under half the CPU) and sends a *wireResponse as its encoded bytes.
 type wireCodec struct{ proto encoding.CodecV2 }
 
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
