@@ -214,14 +214,7 @@ func TestLoadAgainstTheService(t *testing.T) {
 
 // A warmup first passes over the whole workload, so that a slow measured rate meets warm caches.
 func TestLoadWarmupPassesOverTheWorkload(t *testing.T) {
-	iss, err := devissuer.Open(filepath.Join(t.TempDir(), "dev-issuer.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWorkload(WorkloadConfig{Issuer: iss, Subjects: 50})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := devWorkload(t, 50)
 	n, err := StartNoop("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -250,14 +243,7 @@ func TestLoadStopsWhenItsContextEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := devissuer.Open(filepath.Join(t.TempDir(), "key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWorkload(WorkloadConfig{Issuer: iss, Subjects: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := devWorkload(t, 5)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -293,19 +279,26 @@ func TestLoadFailsFastWhenNothingAnswers(t *testing.T) {
 	}
 	addr := n.Addr()
 	n.Stop() // nothing listens there now
-	iss, err := devissuer.Open(filepath.Join(t.TempDir(), "key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWorkload(WorkloadConfig{Issuer: iss, Subjects: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := devWorkload(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := Load(ctx, "service", addr, w, LoadConfig{Requests: 10}); err == nil || !strings.Contains(err.Error(), "does not answer") {
 		t.Errorf("Load against a closed port = %v, want an error saying it does not answer", err)
 	}
+}
+
+// devWorkload is the default mix over tokens minted for subjects subjects by a development issuer of its own.
+func devWorkload(tb testing.TB, subjects int) *Workload {
+	tb.Helper()
+	iss, err := devissuer.Open(filepath.Join(tb.TempDir(), "key.pem"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w, err := NewWorkload(WorkloadConfig{Issuer: iss, Subjects: subjects})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return w
 }
 
 func assertOrdered(t *testing.T, l Latency) {
@@ -331,14 +324,7 @@ func BenchmarkCheckRoundTrip(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Stop()
-	iss, err := devissuer.Open(filepath.Join(b.TempDir(), "key.pem"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	w, err := NewWorkload(WorkloadConfig{Issuer: iss, Subjects: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
+	w := devWorkload(b, 1)
 	cc, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
