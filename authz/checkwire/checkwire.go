@@ -106,9 +106,6 @@ func (d *decoder) str(typ protowire.Type, i, end int) (string, int, bool) {
 	if !ok {
 		return "", 0, false
 	}
-	if start == next {
-		return "", next, true
-	}
 	b := d.b[start:next]
 	if !utf8.Valid(b) {
 		return "", 0, false
@@ -125,6 +122,10 @@ func once[M any](field **M, m *M, read func(m *M, start, stop int) bool, start, 
 	*field = m
 	return read(m, start, stop)
 }
+
+// empty reads a metadata context, which is on the direct path only empty, as Envoy sends it unless configured to
+// forward metadata (then it holds Struct and Any values).
+func empty(_ *corev3.Metadata, start, stop int) bool { return start == stop }
 
 func (d *decoder) checkRequest() (*authv3.AttributeContext, bool) {
 	var attrs *authv3.AttributeContext
@@ -154,10 +155,7 @@ func (d *decoder) attributeContext(m *authv3.AttributeContext, i, end int) bool 
 			return false
 		}
 		if num == 10 {
-			if m.ContextExtensions == nil {
-				m.ContextExtensions = make(map[string]string, d.count(10, i, end))
-			}
-			if i, ok = d.mapEntry(m.ContextExtensions, typ, j, end); !ok {
+			if i, ok = d.mapEntry(&m.ContextExtensions, num, typ, i, j, end); !ok {
 				return false
 			}
 			continue
@@ -173,18 +171,10 @@ func (d *decoder) attributeContext(m *authv3.AttributeContext, i, end int) bool 
 			ok = once(&m.Destination, &d.a.dst, d.peer, start, stop)
 		case 4:
 			ok = once(&m.Request, &d.a.request, d.request, start, stop)
-		case 11, 13:
-			// Envoy sends the metadata contexts even when empty; with content, they hold Struct and Any values.
-			if start != stop {
-				return false
-			}
-			if num == 11 {
-				ok = m.MetadataContext == nil
-				m.MetadataContext = new(corev3.Metadata)
-			} else {
-				ok = m.RouteMetadataContext == nil
-				m.RouteMetadataContext = new(corev3.Metadata)
-			}
+		case 11:
+			ok = once(&m.MetadataContext, new(corev3.Metadata), empty, start, stop)
+		case 13:
+			ok = once(&m.RouteMetadataContext, new(corev3.Metadata), empty, start, stop)
 		case 12:
 			ok = once(&m.TlsSession, new(authv3.AttributeContext_TLSSession), d.tlsSession, start, stop)
 		default:
@@ -223,10 +213,7 @@ func (d *decoder) peer(m *authv3.AttributeContext_Peer, i, end int) bool {
 		case 2:
 			m.Service, i, ok = d.str(typ, j, end)
 		case 3:
-			if m.Labels == nil {
-				m.Labels = make(map[string]string, d.count(3, i, end))
-			}
-			i, ok = d.mapEntry(m.Labels, typ, j, end)
+			i, ok = d.mapEntry(&m.Labels, num, typ, i, j, end)
 		case 4:
 			m.Principal, i, ok = d.str(typ, j, end)
 		case 5:
@@ -363,10 +350,7 @@ func (d *decoder) httpRequest(m *authv3.AttributeContext_HttpRequest, i, end int
 		case 2:
 			m.Method, i, ok = d.str(typ, j, end)
 		case 3:
-			if m.Headers == nil {
-				m.Headers = make(map[string]string, d.count(3, i, end))
-			}
-			i, ok = d.mapEntry(m.Headers, typ, j, end)
+			i, ok = d.mapEntry(&m.Headers, num, typ, i, j, end)
 		case 4:
 			m.Path, i, ok = d.str(typ, j, end)
 		case 5:
@@ -415,12 +399,17 @@ func (d *decoder) tlsSession(m *authv3.AttributeContext_TLSSession, i, end int) 
 	return true
 }
 
-// mapEntry reads one map<string, string> entry at i into m, and returns where the next field starts. A missing
-// key or value is "", and a later entry with the same key replaces an earlier one, as in proto.Unmarshal.
-func (d *decoder) mapEntry(m map[string]string, typ protowire.Type, i, end int) (int, bool) {
+// mapEntry reads one entry of the map<string, string> field num, whose tag is at tag and entry at i, into *m,
+// and returns where the next field starts. The first entry makes the map, sized for every entry the message
+// holds. A missing key or value is "", and a later entry with the same key replaces an earlier one, as in
+// proto.Unmarshal.
+func (d *decoder) mapEntry(m *map[string]string, num protowire.Number, typ protowire.Type, tag, i, end int) (int, bool) {
 	start, stop, ok := d.span(typ, i, end)
 	if !ok {
 		return 0, false
+	}
+	if *m == nil {
+		*m = make(map[string]string, d.count(num, tag, end))
 	}
 	var k, v string
 	for j := start; j < stop; {
@@ -440,7 +429,7 @@ func (d *decoder) mapEntry(m map[string]string, typ protowire.Type, i, end int) 
 			return 0, false
 		}
 	}
-	m[k] = v
+	(*m)[k] = v
 	return stop, true
 }
 
