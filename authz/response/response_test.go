@@ -243,6 +243,7 @@ func TestHeadersLeaveDeprecatedAppendUnset(t *testing.T) {
 			t.Fatalf("%s: no headers to check", name)
 		}
 		for _, o := range opts {
+			//lint:ignore SA1019 the test asserts that the deprecated field stays unset.
 			if o.GetAppend() != nil {
 				t.Errorf("%s: header %s sets the deprecated append field", name, o.GetHeader().GetKey())
 			}

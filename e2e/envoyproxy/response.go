@@ -56,12 +56,14 @@ func mutations(opts []*corev3.HeaderValueOption, responseSide bool) ([]mutation,
 			return nil, fmt.Errorf("%w: header %q", errInvalidMutation, name)
 		}
 		m := mutation{name: name, value: value}
+		//lint:ignore SA1019 Envoy still honours the deprecated append field, ahead of append_action, and so must we.
+		legacy := o.GetAppend()
 		switch {
-		case o.GetAppend() != nil && o.GetAppend().GetValue() && responseSide:
+		case legacy != nil && legacy.GetValue() && responseSide:
 			m.action = add
-		case o.GetAppend() != nil && o.GetAppend().GetValue():
+		case legacy != nil && legacy.GetValue():
 			m.action = join
-		case o.GetAppend() != nil:
+		case legacy != nil:
 			m.action = set
 		default:
 			switch o.GetAppendAction() {

@@ -18,6 +18,7 @@ func hv(key, value string, act corev3.HeaderValueOption_HeaderAppendAction) *cor
 }
 
 func hvAppend(key, value string, appendValue bool) *corev3.HeaderValueOption {
+	//lint:ignore SA1019 a policy's response may still set the deprecated field, which Envoy honours.
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: key, Value: value}, Append: wrapperspb.Bool(appendValue)}
 }
 
