@@ -71,9 +71,8 @@ func (p *Proxy) connectionManager(r *http.Request) error {
 	return nil
 }
 
-// normalizeTarget applies path_with_escaped_slashes_action (reject only), normalize_path (RFC 3986 §5.2.4
-// dot-segment removal, with "\" read as "/" and "%2e" as ".", as Envoy's canonicaliser does) and
-// merge_slashes to the path of r, leaving the query as it came.
+// normalizeTarget applies the connection manager's path settings (NormalizePath) to the path of r, leaving the
+// query as it came.
 func (p *Proxy) normalizeTarget(r *http.Request) error {
 	if !p.cfg.RejectEscapedSlashes && !p.cfg.NormalizePath && !p.cfg.MergeSlashes {
 		return nil
@@ -83,25 +82,37 @@ func (p *Proxy) normalizeTarget(r *http.Request) error {
 		return nil
 	}
 	path, query, hasQuery := strings.Cut(target, "?")
-	if p.cfg.RejectEscapedSlashes {
-		lower := strings.ToLower(path)
-		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
-			return errRejectRequest
-		}
-	}
-	if p.cfg.NormalizePath {
-		path = removeDotSegments(strings.ReplaceAll(path, `\`, "/"))
-	}
-	if p.cfg.MergeSlashes {
-		for strings.Contains(path, "//") {
-			path = strings.ReplaceAll(path, "//", "/")
-		}
+	path, ok := p.cfg.NormalizedPath(path)
+	if !ok {
+		return errRejectRequest
 	}
 	if hasQuery {
 		path += "?" + query
 	}
 	r.RequestURI = path
 	return nil
+}
+
+// NormalizedPath is what Envoy forwards for an absolute path (no query) under c's settings:
+// path_with_escaped_slashes_action REJECT_REQUEST (ok is false for a path holding %2F or %5C), normalize_path
+// (RFC 3986 §5.2.4 dot-segment removal, with "\" read as "/" and "%2e" as ".", as Envoy's canonicaliser does)
+// and merge_slashes.
+func (c Config) NormalizedPath(path string) (_ string, ok bool) {
+	if c.RejectEscapedSlashes {
+		lower := strings.ToLower(path)
+		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+			return "", false
+		}
+	}
+	if c.NormalizePath {
+		path = removeDotSegments(strings.ReplaceAll(path, `\`, "/"))
+	}
+	if c.MergeSlashes {
+		for strings.Contains(path, "//") {
+			path = strings.ReplaceAll(path, "//", "/")
+		}
+	}
+	return path, true
 }
 
 // removeDotSegments resolves "." and ".." segments (also written %2e) of an absolute path; ".." never climbs
