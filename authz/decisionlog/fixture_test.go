@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/finauthz/authz/authz/devissuer"
-	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/internal/stacktest"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/server"
 	"github.com/finauthz/authz/authz/token"
@@ -34,23 +33,8 @@ type stack struct {
 
 func newStack(tb testing.TB) *stack {
 	tb.Helper()
-	iss, err := devissuer.Open(filepath.Join(tb.TempDir(), "key.pem"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	jwks := httptest.NewServer(iss.Handler())
-	tb.Cleanup(jwks.Close)
-	v, err := token.NewVerifier(context.Background(), token.Config{
-		Issuers: []token.Issuer{{
-			Issuer: devissuer.IssuerURL, JWKSURI: jwks.URL + devissuer.JWKSPath,
-			Audiences: []string{devissuer.Audience}, Algorithms: []string{"ES256"},
-		}},
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(v.Close)
-	waitFor(tb, "the verifier is ready", func() bool { ok, _ := v.Ready(); return ok })
+	iss, jwksURI := stacktest.Issuer(tb)
+	v := stacktest.Verifier(tb, jwksURI, nil)
 	e, err := policy.New(context.Background(), policy.Config{Paths: []string{policyDir}})
 	if err != nil {
 		tb.Fatal(err)
@@ -77,15 +61,6 @@ func (s *stack) mint(tb testing.TB, sub string) string {
 		tb.Fatal(err)
 	}
 	return raw
-}
-
-func request(tb testing.TB, url string, headers ...string) *authv3.CheckRequest {
-	tb.Helper()
-	req, err := envoyreq.New(envoyreq.Request{URL: url, Headers: headers, RequestID: "req-1"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return req
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reading test.
@@ -184,19 +159,6 @@ func (s *recordingSink) sizes() []int {
 		out[i] = len(b)
 	}
 	return out
-}
-
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting until %s", what)
-		}
-		<-tick.C
-	}
 }
 
 func writeFile(tb testing.TB, dir, name, content string) {

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
+
+	"github.com/finauthz/authz/authz/internal/stacktest"
 )
 
 const (
@@ -38,7 +40,7 @@ func TestRecordOfAnAllowedCheck(t *testing.T) {
 	st := newStack(t)
 	raw := st.mint(t, "alice")
 	recs, out := logChecks(t, st, RecordOptions{},
-		request(t, "https://api.bank.test/accounts/acc-123/transactions?card="+testPAN,
+		stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions?card="+testPAN,
 			"authorization: Bearer "+raw, traceparen, "x-api-key: "+apiKey))
 	if len(recs) != 1 {
 		t.Fatalf("%d records, want 1:\n%s", len(recs), out)
@@ -93,7 +95,7 @@ func TestRecordsOfDeniedChecks(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			recs, out := logChecks(t, st, RecordOptions{}, request(t, tc.url, "authorization: Bearer "+tc.token))
+			recs, out := logChecks(t, st, RecordOptions{}, stacktest.Request(t, tc.url, "authorization: Bearer "+tc.token))
 			r := recs[0]
 			if r["decision"] != "DECISION_DENY" || r["http_status"] != tc.wantStatus || r["reason"] != tc.wantReason {
 				t.Errorf("decision %v, status %v, reason %v; want deny, %v, %s", r["decision"], r["http_status"], r["reason"], tc.wantStatus, tc.wantReason)
@@ -118,7 +120,7 @@ func TestSubjectIsHashedWithTheSalt(t *testing.T) {
 	want := hex.EncodeToString(m.Sum(nil))
 
 	recs, out := logChecks(t, st, RecordOptions{HashSubject: true, SubjectSalt: salt, IncludeInput: true},
-		request(t, "https://api.bank.test/accounts/acc-123/transactions", "authorization: Bearer "+raw))
+		stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", "authorization: Bearer "+raw))
 	r := recs[0]
 	if r["subject"] != want || r["subject_hashed"] != true {
 		t.Errorf("subject = %v (hashed %v), want HMAC-SHA-256 %s", r["subject"], r["subject_hashed"], want)
@@ -132,7 +134,7 @@ func TestSubjectIsHashedWithTheSalt(t *testing.T) {
 	}
 
 	other, _ := logChecks(t, st, RecordOptions{HashSubject: true, SubjectSalt: []byte("another-salt-0123456")},
-		request(t, "https://api.bank.test/accounts/acc-123/transactions", "authorization: Bearer "+raw))
+		stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", "authorization: Bearer "+raw))
 	if other[0]["subject"] == want {
 		t.Error("another salt gave the same hash")
 	}
@@ -143,7 +145,7 @@ func TestSubjectIsHashedWithTheSalt(t *testing.T) {
 
 func TestPathIsLoggedOnlyWhenAskedAndMasked(t *testing.T) {
 	st := newStack(t)
-	req := request(t, "https://api.bank.test/cards/"+testPAN+"/limits?x="+testPAN)
+	req := stacktest.Request(t, "https://api.bank.test/cards/"+testPAN+"/limits?x="+testPAN)
 	recs, _ := logChecks(t, st, RecordOptions{}, req)
 	if _, ok := recs[0]["path"]; ok {
 		t.Error("path logged without include_path")
@@ -163,10 +165,10 @@ func TestInputIsMaskedByThePolicysRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs, out := logChecks(t, st, RecordOptions{IncludeInput: true, Masker: masker, DecisionPath: "envoy/authz/allow"},
-		request(t, "https://api.bank.test/accounts/acc-123/transactions?card="+testPAN,
+		stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions?card="+testPAN,
 			"authorization: Bearer "+raw, "proxy-authorization: Basic dXNlcjpwYXNz", "x-api-key: "+apiKey,
 			"user-agent: bank-app/7.1", "accept: application/json"),
-		request(t, "https://api.bank.test/accounts/acc-999/transactions",
+		stacktest.Request(t, "https://api.bank.test/accounts/acc-999/transactions",
 			"authorization: Bearer "+raw, "x-api-key: "+apiKey, "user-agent: bank-app/7.1"),
 	)
 	headersOf := func(r map[string]any) map[string]any {
@@ -222,7 +224,7 @@ func TestInputIsWithheldWhenTheMaskRuleFails(t *testing.T) {
 				t.Fatal(err)
 			}
 			recs, _ := logChecks(t, st, RecordOptions{IncludeInput: true, Masker: masker},
-				request(t, "https://api.bank.test/accounts/acc-123/transactions", "x-api-key: "+apiKey))
+				stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", "x-api-key: "+apiKey))
 			if _, ok := recs[0]["input"]; ok {
 				t.Error("the input was logged although the mask rule failed")
 			}
@@ -235,8 +237,8 @@ func TestInputIsWithheldWhenTheMaskRuleFails(t *testing.T) {
 
 func TestTheInputOfALargeRequestIsNotKept(t *testing.T) {
 	st := newStack(t)
-	big := request(t, "https://api.bank.test/accounts/acc-123/transactions", "x-padding: "+strings.Repeat("a", 2048))
-	small := request(t, "https://api.bank.test/accounts/acc-123/transactions")
+	big := stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", "x-padding: "+strings.Repeat("a", 2048))
+	small := stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions")
 	recs, _ := logChecks(t, st, RecordOptions{IncludeInput: true, MaxInputBytes: 1024}, big, small)
 	if _, ok := recs[0]["input"]; ok {
 		t.Error("the input of a request over MaxInputBytes was logged")

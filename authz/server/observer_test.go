@@ -9,6 +9,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/internal/stacktest"
 )
 
 // recorder is an Observer that keeps what it is told.
@@ -120,22 +121,9 @@ func TestServingMirrorsTheHealthService(t *testing.T) {
 		close(done)
 	}()
 	defer func() { cancel(); <-done }()
-	eventuallyServer(t, "the server reports serving", f.srv.Serving)
+	stacktest.WaitFor(t, "the server reports serving", f.srv.Serving)
 	f.srv.Shutdown()
 	if f.srv.Serving() {
 		t.Error("a shut down server still reports serving")
-	}
-}
-
-func eventuallyServer(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		<-tick.C
 	}
 }

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/finauthz/authz/authz/devissuer"
 	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/internal/stacktest"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/token"
 	"github.com/finauthz/authz/policies"
@@ -35,32 +34,9 @@ func newFixture(tb testing.TB, cacheSize int) *fixture {
 // newFixtureWith is newFixture with the policy's decision cache size too (-1: off).
 func newFixtureWith(tb testing.TB, cacheSize, decisionCacheSize int) *fixture {
 	tb.Helper()
-	iss, err := devissuer.Open(filepath.Join(tb.TempDir(), "key.pem"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	jwks := httptest.NewServer(iss.Handler())
-	tb.Cleanup(jwks.Close)
-	ctx := context.Background()
-	v, err := token.NewVerifier(ctx, token.Config{
-		Issuers: []token.Issuer{{
-			Issuer: devissuer.IssuerURL, JWKSURI: jwks.URL + devissuer.JWKSPath,
-			Audiences: []string{devissuer.Audience}, Algorithms: []string{"ES256"},
-		}},
-		CacheSize: cacheSize,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(v.Close)
-	deadline := time.Now().Add(5 * time.Second)
-	for ok, _ := v.Ready(); !ok; ok, _ = v.Ready() {
-		if time.Now().After(deadline) {
-			tb.Fatal("verifier not ready within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	e, err := policy.New(ctx, policy.Config{FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize})
+	iss, jwksURI := stacktest.Issuer(tb)
+	v := stacktest.Verifier(tb, jwksURI, func(c *token.Config) { c.CacheSize = cacheSize })
+	e, err := policy.New(context.Background(), policy.Config{FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/finauthz/authz/authz/devissuer"
-	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/internal/stacktest"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/response"
 	"github.com/finauthz/authz/authz/server"
@@ -30,24 +29,8 @@ type stack struct {
 
 func newStack(tb testing.TB, onFetch func(string, error)) *stack {
 	tb.Helper()
-	iss, err := devissuer.Open(filepath.Join(tb.TempDir(), "key.pem"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	jwks := httptest.NewServer(iss.Handler())
-	tb.Cleanup(jwks.Close)
-	v, err := token.NewVerifier(context.Background(), token.Config{
-		Issuers: []token.Issuer{{
-			Issuer: devissuer.IssuerURL, JWKSURI: jwks.URL + devissuer.JWKSPath,
-			Audiences: []string{devissuer.Audience}, Algorithms: []string{"ES256"},
-		}},
-		OnFetch: onFetch,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(v.Close)
-	waitFor(tb, "the verifier is ready", func() bool { ok, _ := v.Ready(); return ok })
+	iss, jwksURI := stacktest.Issuer(tb)
+	v := stacktest.Verifier(tb, jwksURI, func(c *token.Config) { c.OnFetch = onFetch })
 	e, err := policy.New(context.Background(), policy.Config{Paths: []string{"testdata/policy.rego"}})
 	if err != nil {
 		tb.Fatal(err)
@@ -81,28 +64,6 @@ func (s *stack) mint(tb testing.TB, sub string) string {
 		tb.Fatal(err)
 	}
 	return raw
-}
-
-func request(tb testing.TB, url string, headers ...string) *authv3.CheckRequest {
-	tb.Helper()
-	req, err := envoyreq.New(envoyreq.Request{URL: url, Headers: headers, RequestID: "req-1"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return req
-}
-
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting until %s", what)
-		}
-		<-tick.C
-	}
 }
 
 // get fetches url and returns the status and body.

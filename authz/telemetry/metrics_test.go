@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/finauthz/authz/authz/devissuer"
+	"github.com/finauthz/authz/authz/internal/stacktest"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/response"
 	"github.com/finauthz/authz/authz/server"
@@ -41,12 +42,12 @@ func TestMetricsCountChecksByDecisionAndReason(t *testing.T) {
 		ctx context.Context
 		req *authv3.CheckRequest
 	}{
-		{context.Background(), request(t, "https://api.bank.test/accounts/acc-123/transactions", auth)},
-		{context.Background(), request(t, "https://api.bank.test/accounts/acc-123/transactions", auth)},
-		{context.Background(), request(t, "https://api.bank.test/accounts/acc-999/transactions", auth)},
-		{context.Background(), request(t, "https://api.bank.test/accounts/acc-123/transactions", auth+"x")},
+		{context.Background(), stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", auth)},
+		{context.Background(), stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", auth)},
+		{context.Background(), stacktest.Request(t, "https://api.bank.test/accounts/acc-999/transactions", auth)},
+		{context.Background(), stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", auth+"x")},
 		{context.Background(), &authv3.CheckRequest{}},
-		{cancelled, request(t, "https://api.bank.test/accounts/acc-123/transactions", auth)},
+		{cancelled, stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions", auth)},
 	}
 	for _, c := range checks {
 		_, _ = srv.Check(c.ctx, c.req)
@@ -105,7 +106,7 @@ allow := {"allowed": false, "dynamic_metadata": {"reason": concat("-", input.par
 	st := newStack(t, nil)
 	srv := st.server(t, m, nil, e)
 	for i := range 50 {
-		_, _ = srv.Check(ctx, request(t, fmt.Sprintf("https://api.bank.test/cards/41111111111%05d", i)))
+		_, _ = srv.Check(ctx, stacktest.Request(t, fmt.Sprintf("https://api.bank.test/cards/41111111111%05d", i)))
 	}
 	_, out := get(t, m.Handler(), "/metrics")
 	if got := sample(out, `authz_checks_total{decision="deny",reason="other"}`); got != "50" {

@@ -14,6 +14,8 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/finauthz/authz/authz/internal/stacktest"
 )
 
 const (
@@ -38,7 +40,7 @@ func TestCheckSpanIsAChildOfTheRequestsTraceContext(t *testing.T) {
 	st := newStack(t, nil)
 	srv := st.server(t, tr, tr.Verifier(st.verifier), tr.Evaluator(st.policy))
 	raw := st.mint(t, "alice")
-	resp, err := srv.Check(context.Background(), request(t, "https://api.bank.test/accounts/acc-123/transactions?card="+testPAN,
+	resp, err := srv.Check(context.Background(), stacktest.Request(t, "https://api.bank.test/accounts/acc-123/transactions?card="+testPAN,
 		"authorization: Bearer "+raw,
 		"x-api-key: "+apiKey,
 		"traceparent: 00-"+envoyTraceID+"-"+envoySpanID+"-01",
@@ -107,7 +109,7 @@ func TestSampling(t *testing.T) {
 			if tc.header != "" {
 				headers = append(headers, "traceparent: "+tc.header)
 			}
-			req := request(t, "https://api.bank.test/fx/rates", headers...)
+			req := stacktest.Request(t, "https://api.bank.test/fx/rates", headers...)
 			ctx := tr.CheckStart(context.Background(), req)
 			tr.CheckDone(ctx, checkInfo(req))
 			if got := len(flush(t, tr, exp)); got != tc.wantSpans {
@@ -119,7 +121,7 @@ func TestSampling(t *testing.T) {
 
 func TestTraceContextFromGRPCMetadataWhenTheHeadersHaveNone(t *testing.T) {
 	tr, exp := newTestTracing(t, 0)
-	req := request(t, "https://api.bank.test/fx/rates")
+	req := stacktest.Request(t, "https://api.bank.test/fx/rates")
 	ctx := metadata.NewIncomingContext(context.Background(),
 		metadata.Pairs("traceparent", "00-"+envoyTraceID+"-"+envoySpanID+"-01"))
 	tr.CheckDone(tr.CheckStart(ctx, req), checkInfo(req))
@@ -173,7 +175,7 @@ func TestSpansReachAnOTLPCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := request(t, "https://api.bank.test/fx/rates", "traceparent: 00-"+envoyTraceID+"-"+envoySpanID+"-01")
+	req := stacktest.Request(t, "https://api.bank.test/fx/rates", "traceparent: 00-"+envoyTraceID+"-"+envoySpanID+"-01")
 	tr.CheckDone(tr.CheckStart(context.Background(), req), checkInfo(req))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

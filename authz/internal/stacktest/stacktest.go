@@ -1,0 +1,78 @@
+// Package stacktest assembles, for tests, the real parts a check goes through before the server: a development
+// issuer whose key set is served over HTTP, and a token verifier that trusts it.
+package stacktest
+
+import (
+	"context"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/finauthz/authz/authz/devissuer"
+	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/token"
+)
+
+// Issuer opens a development issuer with a new key in a temporary directory and serves its key set over HTTP
+// until the test ends. It returns the issuer and the URL of its key set.
+func Issuer(tb testing.TB) (iss *devissuer.Issuer, jwksURI string) {
+	tb.Helper()
+	iss, err := devissuer.Open(filepath.Join(tb.TempDir(), "key.pem"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	jwks := httptest.NewServer(iss.Handler())
+	tb.Cleanup(jwks.Close)
+	return iss, jwks.URL + devissuer.JWKSPath
+}
+
+// Verifier returns a verifier that trusts the development issuer whose key set is at jwksURI (ES256, the
+// development audience), once it has fetched that key set. tune, when not nil, adjusts the configuration first.
+// The verifier is closed when the test ends.
+func Verifier(tb testing.TB, jwksURI string, tune func(*token.Config)) *token.Verifier {
+	tb.Helper()
+	cfg := token.Config{
+		Issuers: []token.Issuer{{
+			Issuer: devissuer.IssuerURL, JWKSURI: jwksURI,
+			Audiences: []string{devissuer.Audience}, Algorithms: []string{"ES256"},
+		}},
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	v, err := token.NewVerifier(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(v.Close)
+	WaitFor(tb, "the verifier is ready", func() bool { ok, _ := v.Ready(); return ok })
+	return v
+}
+
+// Request is the CheckRequest Envoy sends for a GET of url with the given "name: value" headers, and the
+// request ID "req-1".
+func Request(tb testing.TB, url string, headers ...string) *authv3.CheckRequest {
+	tb.Helper()
+	req, err := envoyreq.New(envoyreq.Request{URL: url, Headers: headers, RequestID: "req-1"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return req
+}
+
+// WaitFor polls cond every 5ms until it holds, and fails the test if it does not within 10 seconds.
+func WaitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting until %s", what)
+		}
+		<-tick.C
+	}
+}
