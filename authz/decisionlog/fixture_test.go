@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
@@ -53,14 +52,10 @@ func (s *stack) server(tb testing.TB, obs server.Observer) *server.Server {
 
 func (s *stack) mint(tb testing.TB, sub string) string {
 	tb.Helper()
-	raw, err := s.iss.Mint(devissuer.Claims{
+	return stacktest.Mint(tb, s.iss, devissuer.Claims{
 		Subject: sub, Scope: "accounts:read", ClientID: "bank-app",
 		Extra: map[string]any{"accounts": []string{"acc-123"}},
-	}, time.Now())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return raw
+	})
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reading test.

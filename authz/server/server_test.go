@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
@@ -49,14 +48,10 @@ func newFixtureWith(tb testing.TB, cacheSize, decisionCacheSize int) *fixture {
 
 func (f *fixture) mint(tb testing.TB, sub string) string {
 	tb.Helper()
-	raw, err := f.iss.Mint(devissuer.Claims{
+	return stacktest.Mint(tb, f.iss, devissuer.Claims{
 		Subject: sub, Scope: "accounts:read transactions:read",
 		Extra: map[string]any{"accounts": []string{"acc-123", "acc-456"}},
-	}, time.Now())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return raw
+	})
 }
 
 // transactionsRequest is a typical check: a customer listing transactions of a consented account, with the

@@ -56,14 +56,10 @@ func (s *stack) server(tb testing.TB, obs server.Observer, v server.Verifier, e 
 
 func (s *stack) mint(tb testing.TB, sub string) string {
 	tb.Helper()
-	raw, err := s.iss.Mint(devissuer.Claims{
+	return stacktest.Mint(tb, s.iss, devissuer.Claims{
 		Subject: sub, Scope: "accounts:read transactions:read", ClientID: "bank-app",
 		Extra: map[string]any{"accounts": []string{"acc-123"}},
-	}, time.Now())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return raw
+	})
 }
 
 // get fetches url and returns the status and body.

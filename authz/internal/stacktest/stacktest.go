@@ -52,6 +52,16 @@ func Verifier(tb testing.TB, jwksURI string, tune func(*token.Config)) *token.Ve
 	return v
 }
 
+// Mint signs a token with claims, issued now, or fails the test.
+func Mint(tb testing.TB, iss *devissuer.Issuer, claims devissuer.Claims) string {
+	tb.Helper()
+	raw, err := iss.Mint(claims, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw
+}
+
 // Request is the CheckRequest Envoy sends for a GET of url with the given "name: value" headers, and the
 // request ID "req-1".
 func Request(tb testing.TB, url string, headers ...string) *authv3.CheckRequest {
