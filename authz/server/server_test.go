@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 
@@ -35,7 +36,8 @@ func newFixtureWith(tb testing.TB, cacheSize, decisionCacheSize int) *fixture {
 	tb.Helper()
 	iss, jwksURI := stacktest.Issuer(tb)
 	v := stacktest.Verifier(tb, jwksURI, func(c *token.Config) { c.CacheSize = cacheSize })
-	e, err := policy.New(context.Background(), policy.Config{FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize})
+	e, err := policy.New(context.Background(), policy.Config{FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,6 +4,7 @@ package stacktest
 
 import (
 	"context"
+	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
@@ -30,8 +31,9 @@ func Issuer(tb testing.TB) (iss *devissuer.Issuer, jwksURI string) {
 }
 
 // Verifier returns a verifier that trusts the development issuer whose key set is at jwksURI (ES256, the
-// development audience), once it has fetched that key set. tune, when not nil, adjusts the configuration first.
-// The verifier is closed when the test ends.
+// development audience), once it has fetched that key set. It logs nowhere, so that benchmark output stays
+// parseable; tune, when not nil, adjusts the configuration first (a Logger included). The verifier is closed
+// when the test ends.
 func Verifier(tb testing.TB, jwksURI string, tune func(*token.Config)) *token.Verifier {
 	tb.Helper()
 	cfg := token.Config{
@@ -39,6 +41,7 @@ func Verifier(tb testing.TB, jwksURI string, tune func(*token.Config)) *token.Ve
 			Issuer: devissuer.IssuerURL, JWKSURI: jwksURI,
 			Audiences: []string{devissuer.Audience}, Algorithms: []string{"ES256"},
 		}},
+		Logger: slog.New(slog.DiscardHandler),
 	}
 	if tune != nil {
 		tune(&cfg)
