@@ -131,6 +131,9 @@ type snapshot struct {
 	// policy as written.
 	prepared rego.PreparedEvalQuery
 	partial  bool
+	// residualRules is how many rules partial evaluation left; 0 when partial
+	// is not set.
+	residualRules int
 	// written is the query prepared from the policy as written, kept when
 	// partial is set to report evaluation errors: the residual policy's
 	// expressions have lost their source locations.
@@ -187,7 +190,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.current.Store(s)
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy loaded",
 		slog.String("revision", s.revision), slog.Int("files", s.files), slog.String("query", cfg.Query),
-		slog.Bool("partial_eval", s.partial), s.memoAttr())
+		slog.Bool("partial_eval", s.partial), slog.Int("residual_rules", s.residualRules), s.memoAttr())
 	return e, nil
 }
 
@@ -412,7 +415,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.current.Store(s)
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy reloaded",
 		slog.String("revision", s.revision), slog.String("previous", old.revision), slog.Int("files", s.files),
-		slog.Bool("partial_eval", s.partial), s.memoAttr())
+		slog.Bool("partial_eval", s.partial), slog.Int("residual_rules", s.residualRules), s.memoAttr())
 	return nil
 }
 
@@ -484,7 +487,7 @@ func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 	if !e.partialEval(compiler) {
 		return e.withMemo(s), nil
 	}
-	residual, deps, err := e.prepareResidual(ctx, store, files)
+	residual, deps, rules, err := e.prepareResidual(ctx, store, files)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("policy: prepare %s: %w", e.cfg.Query, ctxErr)
@@ -493,7 +496,7 @@ func (e *Engine) build(ctx context.Context) (*snapshot, error) {
 			slog.String("revision", files.revision), slog.String("error", err.Error()))
 		return e.withMemo(s), nil
 	}
-	s.written, s.prepared, s.partial, s.deps = s.prepared, residual, true, deps
+	s.written, s.prepared, s.partial, s.deps, s.residualRules = s.prepared, residual, true, deps, rules
 	return e.withMemo(s), nil
 }
 
@@ -555,26 +558,27 @@ func (e *Engine) partialEval(compiler *ast.Compiler) bool {
 // prepareResidual partially evaluates the query, within its time and size
 // bounds, and prepares the residual policy. Partial evaluation adds the
 // residual policy to the compiler, so it gets a compiler of its own.
-func (e *Engine) prepareResidual(ctx context.Context, store storage.Store, files *bundleFiles) (rego.PreparedEvalQuery, inputDeps, error) {
+func (e *Engine) prepareResidual(ctx context.Context, store storage.Store, files *bundleFiles) (_ rego.PreparedEvalQuery, _ inputDeps, rules int, _ error) {
 	timeout := cmp.Or(e.cfg.partialEvalTimeout, defaultPartialEvalTimeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	compiler, err := compile(ctx, store, files.modules)
 	if err != nil {
-		return rego.PreparedEvalQuery{}, inputDeps{}, err
+		return rego.PreparedEvalQuery{}, inputDeps{}, 0, err
 	}
 	prepared, err := e.prepare(ctx, compiler, store, files.revision, true)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return rego.PreparedEvalQuery{}, inputDeps{}, fmt.Errorf("policy: partial evaluation took longer than %v", timeout)
+			return rego.PreparedEvalQuery{}, inputDeps{}, 0, fmt.Errorf("policy: partial evaluation took longer than %v", timeout)
 		}
-		return rego.PreparedEvalQuery{}, inputDeps{}, err
+		return rego.PreparedEvalQuery{}, inputDeps{}, 0, err
 	}
 	limit := cmp.Or(e.cfg.maxResidualRules, defaultMaxResidualRules)
-	if n := residualRules(compiler); n > limit {
-		return rego.PreparedEvalQuery{}, inputDeps{}, fmt.Errorf("policy: partial evaluation left %d rules, more than %d", n, limit)
+	rules = residualRules(compiler)
+	if rules > limit {
+		return rego.PreparedEvalQuery{}, inputDeps{}, 0, fmt.Errorf("policy: partial evaluation left %d rules, more than %d", rules, limit)
 	}
-	return prepared, analyseInput(compiler, residualQuery), nil
+	return prepared, analyseInput(compiler, residualQuery), rules, nil
 }
 
 // residualQuery is the query OPA prepares from the residual policy.

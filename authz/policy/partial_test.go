@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -89,6 +91,103 @@ func TestPartialEvaluationOfTheShippedPolicyDecidesAsWritten(t *testing.T) {
 		}
 	}
 	t.Logf("outcomes: %v", seen)
+}
+
+// TestResidualOfTheShippedPolicyGrowsLinearlyWithTheRouteTable guards the
+// route selection of the shipped library: each route must add the same number
+// of residual rules however many come before it. Selecting the first match
+// through "no earlier route matches" had unrolled into one copy of every earlier
+// route per route, so that partial evaluation of a table of 150 routes ran out
+// of time and the service fell back to evaluating the policy as written.
+func TestResidualOfTheShippedPolicyGrowsLinearlyWithTheRouteTable(t *testing.T) {
+	t.Parallel()
+	rules := map[int]int{}
+	for _, n := range []int{0, 12, 24} {
+		e := newEngine(t, Config{FS: withRoutes(t, n), Paths: []string{"."}, Query: policies.Query, ValidationQuery: policies.ValidationQuery})
+		s := e.current.Load()
+		if !s.partial {
+			t.Fatalf("%d routes more: the policy was not partially evaluated", n)
+		}
+		rules[n] = s.residualRules
+		at := corpusTimes[0]
+		token := map[string]any{"sub": "alice", "scope": "accounts:read", "accounts": []any{"acc-123"}}
+		decided := sameDecisions(t, e, []map[string]any{
+			corpusInput("GET", "/accounts/acc-123", token, nil, nil, nil, nil, false, nil),
+			corpusInput("GET", fmt.Sprintf("/extra%d/items/acc-123", max(n-1, 0)), token, nil, nil, nil, nil, false, nil),
+			corpusInput("GET", fmt.Sprintf("/extra%d/items/acc-999", max(n-1, 0)), token, nil, nil, nil, nil, false, nil),
+		}, at)
+		if n > 0 {
+			if got := routeOf(decided[1]); got != fmt.Sprintf("extra%d.read", n-1) {
+				t.Errorf("%d routes more: the last added route decided %v", n, decided[1])
+			}
+		}
+	}
+	first, second := rules[12]-rules[0], rules[24]-rules[12]
+	t.Logf("residual rules: %v", rules)
+	if first <= 0 || second > first+first/10 {
+		t.Errorf("residual rules %v: the second 12 routes added %d, the first 12 added %d; want about as many", rules, second, first)
+	}
+}
+
+// withRoutes is the shipped policy library with n more routes at the front of
+// its table, GET /extra<k>/items/{item_id} granted by the accounts claim.
+func withRoutes(t *testing.T, n int) fstest.MapFS {
+	t.Helper()
+	fsys := fstest.MapFS{}
+	err := fs.WalkDir(policies.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(policies.FS, path)
+		fsys[path] = &fstest.MapFile{Data: data}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extra strings.Builder
+	for k := range n {
+		fmt.Fprintf(&extra, `
+    - id: extra%d.read
+      methods: [GET]
+      path: /extra%d/items/{item_id}
+      scopes:
+        all_of: [accounts:read]
+      grants:
+        - param: item_id
+          claim: accounts
+      data_fields: [id]
+`, k, k)
+	}
+	table := string(fsys["routes.yaml"].Data)
+	head, tail, ok := strings.Cut(table, "  routes:\n")
+	if !ok {
+		t.Fatal("routes.yaml has no routes: list")
+	}
+	fsys["routes.yaml"].Data = []byte(head + "  routes:\n" + extra.String() + tail)
+	return fsys
+}
+
+// routeOf is the route an allowed decision names in its dynamic metadata.
+func routeOf(d ast.Value) string {
+	obj, ok := d.(ast.Object)
+	if !ok {
+		return ""
+	}
+	md := obj.Get(ast.StringTerm("dynamic_metadata"))
+	if md == nil {
+		return ""
+	}
+	mdObj, ok := md.Value.(ast.Object)
+	if !ok {
+		return ""
+	}
+	if r := mdObj.Get(ast.StringTerm("route")); r != nil {
+		if s, ok := r.Value.(ast.String); ok {
+			return string(s)
+		}
+	}
+	return ""
 }
 
 // TestPartialEvaluationDecidesAsWritten runs OPA-Envoy style policies through

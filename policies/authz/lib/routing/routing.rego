@@ -17,19 +17,28 @@ import data.authz.lib.request
 # refer to route once and pass it on to functions (see the other packages).
 
 # METADATA
+# title: Matching route indexes
+# description: >-
+#   The positions in the table of every route whose methods include the request
+#   method and whose path template matches the request path. Once partial evaluation
+#   has unrolled it into one rule per route, OPA's rule index passes over the routes
+#   whose method or literal segments differ, and the set is computed once per request.
+# custom:
+#   internal: true
+matching contains i if {
+	some i, candidate in data.authz.routes
+	matches(candidate)
+}
+
+# METADATA
 # title: Selected route index
 # description: >-
-#   The position of the first route in table order whose methods include the request
-#   method and whose path template matches the request path, as a set of at most
-#   one; overlapping routes are therefore resolved deterministically, specific
+#   The position of the first matching route in table order; undefined when none
+#   matches. Overlapping routes are therefore resolved deterministically, specific
 #   before general as the table lists them.
 # custom:
 #   internal: true
-selected contains i if {
-	some i, candidate in data.authz.routes
-	matches(candidate)
-	not matched_before(i)
-}
+selected := min(matching)
 
 # METADATA
 # title: Route matches
@@ -57,17 +66,6 @@ method_listed(candidate) if {
 }
 
 # METADATA
-# title: Earlier route matches
-# description: A route before position i in the table matches the request.
-# custom:
-#   internal: true
-matched_before(i) if {
-	some j, candidate in data.authz.routes
-	j < i
-	matches(candidate)
-}
-
-# METADATA
 # title: Selected route
 # description: >-
 #   The route table entry that governs the request. Undefined for an unknown route,
@@ -79,7 +77,7 @@ matched_before(i) if {
 route := candidate if {
 	some i, candidate in data.authz.routes
 	prefiltered(candidate)
-	i in selected
+	i == selected
 }
 
 # METADATA
