@@ -556,8 +556,9 @@ func (e *Engine) partialEval(compiler *ast.Compiler) bool {
 }
 
 // prepareResidual partially evaluates the query, within its time and size
-// bounds, and prepares the residual policy. Partial evaluation adds the
-// residual policy to the compiler, so it gets a compiler of its own.
+// bounds, and prepares the residual policy; rules is the residual policy's
+// size. Partial evaluation adds the residual policy to the compiler, so it
+// gets a compiler of its own.
 func (e *Engine) prepareResidual(ctx context.Context, store storage.Store, files *bundleFiles) (_ rego.PreparedEvalQuery, _ inputDeps, rules int, _ error) {
 	timeout := cmp.Or(e.cfg.partialEvalTimeout, defaultPartialEvalTimeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)

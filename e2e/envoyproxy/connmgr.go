@@ -71,8 +71,8 @@ func (p *Proxy) connectionManager(r *http.Request) error {
 	return nil
 }
 
-// normalizeTarget applies the connection manager's path settings (NormalizePath) to the path of r, leaving the
-// query as it came.
+// normalizeTarget applies the connection manager's path settings ([Config.NormalizedPath]) to the path of r,
+// leaving the query as it came.
 func (p *Proxy) normalizeTarget(r *http.Request) error {
 	if !p.cfg.RejectEscapedSlashes && !p.cfg.NormalizePath && !p.cfg.MergeSlashes {
 		return nil
