@@ -9,7 +9,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/finauthz/authz/authz/internal/stacktest"
+	"github.com/finauthz/authz/authz/internal/polltest"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/response"
 	"github.com/finauthz/authz/authz/server"
@@ -132,9 +132,9 @@ func TestAPartialBatchIsWrittenAfterTheFlushInterval(t *testing.T) {
 	defer l.Close(context.Background())
 	l.CheckDone(context.Background(), allowedInfo())
 	l.CheckDone(context.Background(), allowedInfo())
-	stacktest.WaitFor(t, "the partial batch is written", func() bool { return slices.Equal(sink.sizes(), []int{2}) })
+	polltest.Until(t, "the partial batch is written", func() bool { return slices.Equal(sink.sizes(), []int{2}) })
 	l.CheckDone(context.Background(), allowedInfo())
-	stacktest.WaitFor(t, "the next record is written on its own interval", func() bool { return slices.Equal(sink.sizes(), []int{2, 1}) })
+	polltest.Until(t, "the next record is written on its own interval", func() bool { return slices.Equal(sink.sizes(), []int{2, 1}) })
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/finauthz/authz/authz/envoyreq"
-	"github.com/finauthz/authz/authz/internal/stacktest"
+	"github.com/finauthz/authz/authz/internal/polltest"
 )
 
 // recorder is an Observer that keeps what it is told.
@@ -121,7 +121,7 @@ func TestServingMirrorsTheHealthService(t *testing.T) {
 		close(done)
 	}()
 	defer func() { cancel(); <-done }()
-	stacktest.WaitFor(t, "the server reports serving", f.srv.Serving)
+	polltest.Until(t, "the server reports serving", f.srv.Serving)
 	f.srv.Shutdown()
 	if f.srv.Serving() {
 		t.Error("a shut down server still reports serving")

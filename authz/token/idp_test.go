@@ -27,6 +27,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/finauthz/authz/authz/internal/clocktest"
+	"github.com/finauthz/authz/authz/internal/polltest"
 )
 
 // keyPool holds keys generated once per test binary: RSA generation is slow, above all under -race.
@@ -314,26 +315,12 @@ func startVerifier(t testing.TB, cfg Config) *Verifier {
 	return v
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		<-tick.C
-	}
-}
-
 // waitReady waits until every issuer has keys and no key set fetch is in flight. Keys are published a moment
 // before their fetch is marked finished, and a test that acts in that moment (an unknown kid, an outage) would
 // join the finished fetch instead of starting the one it means to observe.
 func waitReady(t testing.TB, v *Verifier) {
 	t.Helper()
-	eventually(t, "the verifier is ready with no fetch in flight", func() bool {
+	polltest.Until(t, "the verifier is ready with no fetch in flight", func() bool {
 		if ok, _ := v.Ready(); !ok {
 			return false
 		}

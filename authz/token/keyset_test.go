@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/finauthz/authz/authz/internal/clocktest"
+	"github.com/finauthz/authz/authz/internal/polltest"
 )
 
 // singleIssuer starts a verifier for issA backed by idp.
@@ -310,7 +311,7 @@ func TestUnknownKIDFloodFetchesOncePerCooldown(t *testing.T) {
 	release := idp.hold(t)
 	done := make(chan int)
 	go func() { done <- flood() }()
-	eventually(t, "the shared fetch reaches the IdP", func() bool { return idp.requests.Load() == 2 })
+	polltest.Until(t, "the shared fetch reaches the IdP", func() bool { return idp.requests.Load() == 2 })
 	release()
 	if joined := <-done; joined == 0 {
 		t.Error("no request waited for the shared fetch")
@@ -394,7 +395,7 @@ func TestInitialFetchIsRetriedWithBackoffUntilItSucceeds(t *testing.T) {
 	idp.respond(http.StatusServiceUnavailable, nil)
 	v := singleIssuer(t, idp, clk, logs, nil)
 
-	eventually(t, "three fetches failed", func() bool { return idp.requests.Load() >= 4 })
+	polltest.Until(t, "three fetches failed", func() bool { return idp.requests.Load() >= 4 })
 	if n := logs.count("jwks fetch failed"); n < 3 {
 		t.Errorf("%d failures logged, want one per failed fetch:\n%s", n, logs)
 	}
@@ -451,7 +452,7 @@ func TestReadyNamesTheIssuerWithoutKeys(t *testing.T) {
 		Now:    clk.Now,
 		Logger: logs.logger(),
 	})
-	eventually(t, "issuer A has keys", func() bool { return v.issuers[issA].keys.snap.Load() != nil })
+	polltest.Until(t, "issuer A has keys", func() bool { return v.issuers[issA].keys.snap.Load() != nil })
 	ok, reason := v.Ready()
 	if ok || !strings.Contains(reason, issB) || strings.Contains(reason, issA) {
 		t.Errorf("Ready() = %v, %q; want not ready, naming only %s", ok, reason, issB)
@@ -470,7 +471,7 @@ func TestRequestWaitsForTheInitialFetch(t *testing.T) {
 	idp := newIdP(t, key)
 	release := idp.hold(t)
 	v := singleIssuer(t, idp, clk, logs, nil)
-	eventually(t, "the initial fetch reaches the IdP", func() bool { return idp.requests.Load() == 1 })
+	polltest.Until(t, "the initial fetch reaches the IdP", func() bool { return idp.requests.Load() == 1 })
 
 	raw := key.sign(t, claimsAt(issA, clk.Now()), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -509,7 +510,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "every issuer was tried", func() bool {
+	polltest.Until(t, "every issuer was tried", func() bool {
 		return v.issuers[issA].keys.snap.Load() != nil && down.requests.Load() >= 2 && stuck.requests.Load() == 1
 	})
 	verifyOK(t, v, key.sign(t, claimsAt(issA, clk.Now()), nil))
@@ -541,7 +542,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	for _, p := range []*testIdP{up, down, stuck} {
 		p.srv.Close()
 	}
-	eventually(t, fmt.Sprintf("goroutines return to the baseline of %d", baseline), func() bool {
+	polltest.Until(t, fmt.Sprintf("goroutines return to the baseline of %d", baseline), func() bool {
 		return runtime.NumGoroutine() <= baseline
 	})
 }
@@ -582,7 +583,7 @@ func TestPeriodicRefreshPicksUpNewKeysWithoutRequests(t *testing.T) {
 	v := singleIssuer(t, idp, clk, logs, func(c *Config) { c.RefreshInterval = 20 * time.Millisecond })
 	waitReady(t, v)
 	idp.serve(t, oldKey, newKey)
-	eventually(t, "two more scheduled fetches ran", func() bool { return idp.requests.Load() >= 3 })
+	polltest.Until(t, "two more scheduled fetches ran", func() bool { return idp.requests.Load() >= 3 })
 	// The clock has not moved, so no request could have fetched (cooldown): only the schedule did.
 	verifyOK(t, v, newKey.sign(t, claimsAt(issA, clk.Now()), nil))
 }
@@ -594,7 +595,7 @@ func TestHungJWKSRequestIsAbandonedAfterFetchTimeout(t *testing.T) {
 	idp := newIdP(t, key)
 	idp.hold(t)
 	v := singleIssuer(t, idp, clk, logs, func(c *Config) { c.FetchTimeout = 30 * time.Millisecond })
-	eventually(t, "the hung fetch is abandoned", func() bool { return logs.count("jwks fetch failed") >= 1 })
+	polltest.Until(t, "the hung fetch is abandoned", func() bool { return logs.count("jwks fetch failed") >= 1 })
 	if l := strings.ToLower(logs.String()); !strings.Contains(l, "deadline exceeded") && !strings.Contains(l, "timeout") {
 		t.Errorf("the failure does not say it timed out:\n%s", logs)
 	}

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/finauthz/authz/authz/internal/polltest"
 )
 
 // fetchLog records OnFetch calls.
@@ -37,7 +39,7 @@ func TestOnFetchReportsEveryFetchWithItsOutcome(t *testing.T) {
 	idp := newIdP(t, key)
 	v := singleIssuer(t, idp, clk, logs, func(c *Config) { c.OnFetch = fetches.record })
 	waitReady(t, v)
-	eventually(t, "the first fetch is reported", func() bool { return len(fetches.snapshot()) == 1 })
+	polltest.Until(t, "the first fetch is reported", func() bool { return len(fetches.snapshot()) == 1 })
 	if got := fetches.snapshot()[0]; got != (fetchCall{issA, false}) {
 		t.Fatalf("first fetch reported as %+v, want a success for %s", got, issA)
 	}
@@ -103,7 +105,7 @@ func TestKeySetAgesFollowTheLastSuccessfulFetch(t *testing.T) {
 		Now:    clk.Now,
 		Logger: logs.logger(),
 	})
-	eventually(t, "issuer A has keys", func() bool { _, ok := v.KeySetAges()[issA]; return ok })
+	polltest.Until(t, "issuer A has keys", func() bool { _, ok := v.KeySetAges()[issA]; return ok })
 	clk.Advance(90 * time.Second)
 	ages := v.KeySetAges()
 	if ages[issA] != 90*time.Second {
@@ -113,5 +115,5 @@ func TestKeySetAgesFollowTheLastSuccessfulFetch(t *testing.T) {
 		t.Errorf("%s has an age before its first key set arrived", issB)
 	}
 	release()
-	eventually(t, "issuer B has keys", func() bool { _, ok := v.KeySetAges()[issB]; return ok })
+	polltest.Until(t, "issuer B has keys", func() bool { _, ok := v.KeySetAges()[issB]; return ok })
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/finauthz/authz/authz/internal/clocktest"
+	"github.com/finauthz/authz/authz/internal/polltest"
 )
 
 const (
@@ -544,7 +545,7 @@ func TestDefaultClientVerifiesTLSCertificates(t *testing.T) {
 		Issuers: []Issuer{{Issuer: issA, JWKSURI: idp.url(), Audiences: []string{"payments-api"}}},
 		Logger:  logs.logger(),
 	})
-	eventually(t, "the fetch fails on the unknown certificate authority", func() bool {
+	polltest.Until(t, "the fetch fails on the unknown certificate authority", func() bool {
 		return strings.Contains(logs.String(), "certificate")
 	})
 	if ok, reason := v.Ready(); ok || !strings.Contains(reason, issA) {
@@ -568,7 +569,7 @@ func TestRedirectToPlainHTTPIsRefused(t *testing.T) {
 		HTTPClient: redirector.Client(),
 		Logger:     logs.logger(),
 	})
-	eventually(t, "the redirect is refused", func() bool {
+	polltest.Until(t, "the redirect is refused", func() bool {
 		return strings.Contains(logs.String(), "refusing redirect")
 	})
 	if ok, _ := v.Ready(); ok {

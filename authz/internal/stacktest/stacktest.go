@@ -14,6 +14,7 @@ import (
 
 	"github.com/finauthz/authz/authz/devissuer"
 	"github.com/finauthz/authz/authz/envoyreq"
+	"github.com/finauthz/authz/authz/internal/polltest"
 	"github.com/finauthz/authz/authz/token"
 )
 
@@ -51,7 +52,7 @@ func Verifier(tb testing.TB, jwksURI string, tune func(*token.Config)) *token.Ve
 		tb.Fatal(err)
 	}
 	tb.Cleanup(v.Close)
-	WaitFor(tb, "the verifier is ready", func() bool { ok, _ := v.Ready(); return ok })
+	polltest.Until(tb, "the verifier is ready", func() bool { ok, _ := v.Ready(); return ok })
 	return v
 }
 
@@ -74,18 +75,4 @@ func Request(tb testing.TB, url string, headers ...string) *authv3.CheckRequest 
 		tb.Fatal(err)
 	}
 	return req
-}
-
-// WaitFor polls cond every 5ms until it holds, and fails the test if it does not within 10 seconds.
-func WaitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting until %s", what)
-		}
-		<-tick.C
-	}
 }
