@@ -64,7 +64,8 @@ type messages struct {
 	sock     [2]corev3.SocketAddress
 	sockOf   [2]corev3.Address_SocketAddress
 	port     [2]corev3.SocketAddress_PortValue
-	nAddr    int // addresses used
+	meta     [2]corev3.Metadata // metadata_context, route_metadata_context
+	nAddr    int                // addresses used
 }
 
 // field reads the tag at i and returns the field's number and wire type and where its value starts.
@@ -172,9 +173,9 @@ func (d *decoder) attributeContext(m *authv3.AttributeContext, i, end int) bool 
 		case 4:
 			ok = once(&m.Request, &d.a.request, d.request, start, stop)
 		case 11:
-			ok = once(&m.MetadataContext, new(corev3.Metadata), empty, start, stop)
+			ok = once(&m.MetadataContext, &d.a.meta[0], empty, start, stop)
 		case 13:
-			ok = once(&m.RouteMetadataContext, new(corev3.Metadata), empty, start, stop)
+			ok = once(&m.RouteMetadataContext, &d.a.meta[1], empty, start, stop)
 		case 12:
 			ok = once(&m.TlsSession, new(authv3.AttributeContext_TLSSession), d.tlsSession, start, stop)
 		default:
