@@ -26,6 +26,7 @@ import (
 	"github.com/finauthz/authz/authz/config"
 	"github.com/finauthz/authz/authz/envoyreq"
 	"github.com/finauthz/authz/authz/gctune"
+	"github.com/finauthz/authz/authz/internal/polltest"
 	"github.com/finauthz/authz/authz/policy"
 	"github.com/finauthz/authz/authz/server"
 	"github.com/finauthz/authz/authz/token"
@@ -74,14 +75,7 @@ func TestServiceMemoryIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if ok, _ := v.Ready(); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("verifier not ready within 10s")
-		}
-	}
+	polltest.Until(t, "the verifier is ready", func() bool { ok, _ := v.Ready(); return ok })
 	e, err := policy.New(ctx, policy.Config{
 		FS: policies.FS, Paths: []string{"."}, Query: policies.Query, Logger: slog.New(slog.DiscardHandler),
 	})
