@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,17 +68,10 @@ func TestPartialEvaluationOfTheShippedPolicyDecidesAsWritten(t *testing.T) {
 	seen := map[string]int{}
 	for _, at := range corpusTimes {
 		for _, d := range sameDecisions(t, e, corpus(400, at), at) {
-			obj, ok := d.(ast.Object)
-			if !ok {
+			if _, ok := d.(ast.Object); !ok {
 				t.Fatalf("decision %v is not an object", d)
 			}
-			reason := "allowed"
-			if md, ok := obj.Get(ast.StringTerm("dynamic_metadata")).Value.(ast.Object); ok {
-				if r := md.Get(ast.StringTerm("reason")); r != nil {
-					reason = string(r.Value.(ast.String))
-				}
-			}
-			seen[reason]++
+			seen[cmp.Or(metadataString(d, "reason"), "allowed")]++
 		}
 	}
 	// The corpus is only evidence if it reaches every outcome.
@@ -117,7 +111,7 @@ func TestResidualOfTheShippedPolicyGrowsLinearlyWithTheRouteTable(t *testing.T) 
 			corpusInput("GET", fmt.Sprintf("/extra%d/items/acc-999", max(n-1, 0)), token, nil, nil, nil, nil, false, nil),
 		}, at)
 		if n > 0 {
-			if got := routeOf(decided[1]); got != fmt.Sprintf("extra%d.read", n-1) {
+			if got := metadataString(decided[1], "route"); got != fmt.Sprintf("extra%d.read", n-1) {
 				t.Errorf("%d routes more: the last added route decided %v", n, decided[1])
 			}
 		}
@@ -168,8 +162,9 @@ func withRoutes(t *testing.T, n int) fstest.MapFS {
 	return fsys
 }
 
-// routeOf is the route an allowed decision names in its dynamic metadata.
-func routeOf(d ast.Value) string {
+// metadataString is the string under key in a decision's dynamic metadata: the
+// reason of a denial, the route of an allow. It is "" when there is none.
+func metadataString(d ast.Value, key string) string {
 	obj, ok := d.(ast.Object)
 	if !ok {
 		return ""
@@ -182,8 +177,8 @@ func routeOf(d ast.Value) string {
 	if !ok {
 		return ""
 	}
-	if r := mdObj.Get(ast.StringTerm("route")); r != nil {
-		if s, ok := r.Value.(ast.String); ok {
+	if v := mdObj.Get(ast.StringTerm(key)); v != nil {
+		if s, ok := v.Value.(ast.String); ok {
 			return string(s)
 		}
 	}
