@@ -36,8 +36,9 @@ func newFixtureWith(tb testing.TB, cacheSize, decisionCacheSize int) *fixture {
 	tb.Helper()
 	iss, jwksURI := stacktest.Issuer(tb)
 	v := stacktest.Verifier(tb, jwksURI, func(c *token.Config) { c.CacheSize = cacheSize })
-	e, err := policy.New(context.Background(), policy.Config{FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize,
-		Logger: slog.New(slog.DiscardHandler)})
+	e, err := policy.New(context.Background(), policy.Config{
+		FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize, Logger: slog.New(slog.DiscardHandler),
+	})
 	if err != nil {
 		tb.Fatal(err)
 	}
