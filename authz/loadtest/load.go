@@ -115,11 +115,13 @@ func Load(ctx context.Context, name, target string, w *Workload, cfg LoadConfig)
 		}
 	}
 	if cfg.Warmup > 0 {
-		pass := cfg
-		pass.Duration, pass.Requests, pass.Rate, pass.Progress, pass.ServerCPU, pass.GeneratorCPU = 0, int64(w.Len()), 0, nil, nil, nil
+		unmeasured := cfg
+		unmeasured.Progress = nil // a run reads no other field that is only for the measured one
+		pass := unmeasured
+		pass.Duration, pass.Requests, pass.Rate = 0, int64(w.Len()), 0
 		(&run{name: name, target: target, cfg: pass, w: w, conns: conns}).do(ctx)
-		warm := cfg
-		warm.Duration, warm.Requests, warm.Progress, warm.ServerCPU, warm.GeneratorCPU = cfg.Warmup, 0, nil, nil, nil
+		warm := unmeasured
+		warm.Duration, warm.Requests = cfg.Warmup, 0
 		if cfg.Rate > 0 {
 			warm.Requests = max(1, int64(cfg.Rate*cfg.Warmup.Seconds()))
 		}
