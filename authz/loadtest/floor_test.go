@@ -2,11 +2,15 @@ package loadtest
 
 import (
 	"bufio"
+	"flag"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -86,34 +90,106 @@ func startEcho(tb testing.TB) string {
 	return strings.TrimSpace(line)
 }
 
-// BenchmarkLoopbackFloor is the machine's floor under the latencies of authz bench: one round trip of a
-// CheckRequest's bytes over loopback TCP to an echo server in another process, one at a time (authz bench -c 1
-// -conns 1 does the same with gRPC on both ends). It reports the round trip's p50 and p99 besides its mean:
-// what the kernel and the scheduler cost, with neither gRPC nor any work of a server.
+// Flags of BenchmarkLoopbackFloor/open: the shape of authz bench -rate, over raw TCP.
+var (
+	floorRate  = flag.Float64("floor-rate", 7000, "BenchmarkLoopbackFloor/open: round trips per second, on a fixed schedule")
+	floorConns = flag.Int("floor-conns", 64, "BenchmarkLoopbackFloor/open: connections, each with one round trip in flight")
+)
+
+// BenchmarkLoopbackFloor is the machine's floor under the latencies of authz bench: round trips of a
+// CheckRequest's bytes over loopback TCP to an echo server in another process, with neither gRPC nor any work of a
+// server, only what the kernel and the scheduler cost. It reports the round trip's p50 and p99 besides its mean.
+//
+// serial sends one at a time, as authz bench -c 1 -conns 1 does with gRPC on both ends. open sends them on a fixed
+// schedule of -floor-rate per second over -floor-conns connections, as authz bench -rate does, and counts a round
+// trip's latency the same way: from when it fell due if no connection was free then (its ns/op is the schedule's
+// interval, not a cost).
 func BenchmarkLoopbackFloor(b *testing.B) {
 	addr := startEcho(b)
+	msg := devWorkload(b, 1).seq[0].req.wire.Materialize()
+	b.Run("serial", func(b *testing.B) {
+		conn := dialFloor(b, addr)
+		got := make([]byte, len(msg))
+		var h Histogram
+		b.ReportAllocs()
+		for b.Loop() {
+			began := time.Now()
+			echo(b, conn, msg, got)
+			h.Record(time.Since(began))
+		}
+		reportFloor(b, &h, msg)
+	})
+	b.Run("open", func(b *testing.B) {
+		if *floorRate <= 0 || *floorConns <= 0 {
+			b.Fatal("-floor-rate and -floor-conns must be above 0")
+		}
+		conns := make(chan net.Conn, *floorConns)
+		for range *floorConns {
+			conns <- dialFloor(b, addr)
+		}
+		interval := float64(time.Second) / *floorRate
+		var (
+			next  atomic.Int64
+			mu    sync.Mutex
+			total Histogram
+		)
+		b.SetParallelism((*floorConns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		b.ReportAllocs()
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			var conn net.Conn
+			select {
+			case conn = <-conns:
+			default:
+				return // rounding up the parallelism made more goroutines than connections
+			}
+			got := make([]byte, len(msg))
+			timer := time.NewTimer(time.Hour)
+			defer timer.Stop()
+			var h Histogram
+			for pb.Next() {
+				due := start.Add(time.Duration(float64(next.Add(1)-1) * interval))
+				began := due
+				if wait := time.Until(due); wait > 0 {
+					timer.Reset(wait)
+					<-timer.C
+					began = time.Now()
+				}
+				echo(b, conn, msg, got)
+				h.Record(time.Since(began))
+			}
+			mu.Lock()
+			total.Merge(&h)
+			mu.Unlock()
+		})
+		reportFloor(b, &total, msg)
+		b.ReportMetric(float64(total.Quantile(0.999).Nanoseconds()), "p99.9-ns")
+	})
+}
+
+func dialFloor(b *testing.B, addr string) net.Conn {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close()
-	msg := devWorkload(b, 1).seq[0].req.wire.Materialize()
-	got := make([]byte, len(msg))
-	var h Histogram
-	b.ReportAllocs()
-	for b.Loop() {
-		began := time.Now()
-		if _, err := conn.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(conn, got); err != nil {
-			b.Fatal(err)
-		}
-		h.Record(time.Since(began))
+	b.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// echo sends msg on conn and reads its echo into got, which must be as long.
+func echo(b *testing.B, conn net.Conn, msg, got []byte) {
+	if _, err := conn.Write(msg); err != nil {
+		b.Fatal(err)
 	}
-	if string(got) != string(msg) {
+	if _, err := io.ReadFull(conn, got); err != nil {
+		b.Fatal(err)
+	}
+	if got[0] != msg[0] || got[len(got)-1] != msg[len(msg)-1] {
 		b.Fatal("the echo differs from the message")
 	}
+}
+
+func reportFloor(b *testing.B, h *Histogram, msg []byte) {
 	b.ReportMetric(float64(h.Quantile(0.50).Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(h.Quantile(0.99).Nanoseconds()), "p99-ns")
 	b.ReportMetric(float64(len(msg)), "bytes")
