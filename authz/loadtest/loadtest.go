@@ -53,6 +53,10 @@ type Report struct {
 	// NoopCPU and ServiceCPU are each round's server CPU time per check, when measured.
 	NoopCPU    []time.Duration `json:"-"`
 	ServiceCPU []time.Duration `json:"-"`
+	// NoopP99 and ServiceP99 are each round's p99 latency: a tail target is judged on their medians, since one
+	// round's tail moves with the machine's other load even more than its throughput does.
+	NoopP99    []time.Duration `json:"-"`
+	ServiceP99 []time.Duration `json:"-"`
 }
 
 // Run builds the workload, measures the no-op server when asked to, then the service at o.Addr. When ctx ends
@@ -108,6 +112,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if rep.Noop.ServerCPU > 0 {
 				rep.NoopCPU = append(rep.NoopCPU, rep.Noop.CPUPerCheck())
 			}
+			rep.NoopP99 = append(rep.NoopP99, rep.Noop.Latency.P99)
 		}
 		if o.Addr != "" {
 			if rep.Service, err = Load(ctx, "service", o.Addr, w, serviceLoad); err != nil {
@@ -119,6 +124,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if rep.Service.ServerCPU > 0 {
 				rep.ServiceCPU = append(rep.ServiceCPU, rep.Service.CPUPerCheck())
 			}
+			rep.ServiceP99 = append(rep.ServiceP99, rep.Service.Latency.P99)
 		}
 		if rep.Noop != nil && rep.Service != nil && rep.Noop.RPS > 0 {
 			rep.Ratios = append(rep.Ratios, rep.Service.RPS/rep.Noop.RPS)
@@ -159,6 +165,11 @@ func (r *Report) WriteText(w io.Writer) error {
 			return err
 		}
 	}
+	if len(r.NoopP99) > 1 || len(r.ServiceP99) > 1 {
+		if _, err := fmt.Fprintf(w, "p99 per round: service %s; noop %s\n", medianOf(r.ServiceP99), medianOf(r.NoopP99)); err != nil {
+			return err
+		}
+	}
 	switch {
 	case len(r.Ratios) > 1:
 		rounds := make([]string, len(r.Ratios))
@@ -172,6 +183,18 @@ func (r *Report) WriteText(w io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// medianOf lists a run's per-round latencies and their median, or says there were none.
+func medianOf(rounds []time.Duration) string {
+	if len(rounds) == 0 {
+		return "not measured"
+	}
+	each := make([]string, len(rounds))
+	for i, d := range rounds {
+		each[i] = ms(d)
+	}
+	return fmt.Sprintf("median %s (%s)", ms(median(rounds)), strings.Join(each, ", "))
 }
 
 // WriteJSON writes the report as one indented JSON document.

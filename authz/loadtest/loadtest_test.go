@@ -209,6 +209,12 @@ func TestLoadAgainstTheService(t *testing.T) {
 		if !strings.Contains(out.String(), "the median of 3 rounds") {
 			t.Errorf("text report does not give the rounds:\n%s", out.String())
 		}
+		if len(rep.ServiceP99) != 3 || len(rep.NoopP99) != 3 {
+			t.Fatalf("p99 per round: service %v, noop %v; want three each", rep.ServiceP99, rep.NoopP99)
+		}
+		if want := "service median " + ms(median(rep.ServiceP99)); !strings.Contains(out.String(), want) {
+			t.Errorf("text report does not give the service's median p99 (%q):\n%s", want, out.String())
+		}
 	})
 }
 
