@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"bufio"
+	"bytes"
 	"flag"
 	"io"
 	"net"
@@ -184,7 +185,7 @@ func echo(b *testing.B, conn net.Conn, msg, got []byte) {
 	if _, err := io.ReadFull(conn, got); err != nil {
 		b.Fatal(err)
 	}
-	if got[0] != msg[0] || got[len(got)-1] != msg[len(msg)-1] {
+	if !bytes.Equal(got, msg) {
 		b.Fatal("the echo differs from the message")
 	}
 }
