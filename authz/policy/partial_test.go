@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 
+	"github.com/finauthz/authz/authz/internal/stacktest"
 	"github.com/finauthz/authz/policies"
 )
 
@@ -127,18 +127,6 @@ func TestResidualOfTheShippedPolicyGrowsLinearlyWithTheRouteTable(t *testing.T) 
 // its table, GET /extra<k>/items/{item_id} granted by the accounts claim.
 func withRoutes(t *testing.T, n int) fstest.MapFS {
 	t.Helper()
-	fsys := fstest.MapFS{}
-	err := fs.WalkDir(policies.FS, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := fs.ReadFile(policies.FS, path)
-		fsys[path] = &fstest.MapFile{Data: data}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var extra strings.Builder
 	for k := range n {
 		fmt.Fprintf(&extra, `
@@ -153,13 +141,7 @@ func withRoutes(t *testing.T, n int) fstest.MapFS {
       data_fields: [id]
 `, k, k)
 	}
-	table := string(fsys["routes.yaml"].Data)
-	head, tail, ok := strings.Cut(table, "  routes:\n")
-	if !ok {
-		t.Fatal("routes.yaml has no routes: list")
-	}
-	fsys["routes.yaml"].Data = []byte(head + "  routes:\n" + extra.String() + tail)
-	return fsys
+	return stacktest.Policies(t, extra.String())
 }
 
 // metadataString is the string under key in a decision's dynamic metadata: the

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -34,10 +35,17 @@ func newFixture(tb testing.TB, cacheSize int) *fixture {
 // newFixtureWith is newFixture with the policy's decision cache size too (-1: off).
 func newFixtureWith(tb testing.TB, cacheSize, decisionCacheSize int) *fixture {
 	tb.Helper()
+	return newFixtureOf(tb, policies.FS, cacheSize, decisionCacheSize)
+}
+
+// newFixtureOf is newFixtureWith with the policy library in fsys.
+func newFixtureOf(tb testing.TB, fsys fs.FS, cacheSize, decisionCacheSize int) *fixture {
+	tb.Helper()
 	iss, jwksURI := stacktest.Issuer(tb)
 	v := stacktest.Verifier(tb, jwksURI, func(c *token.Config) { c.CacheSize = cacheSize })
 	e, err := policy.New(context.Background(), policy.Config{
-		FS: policies.FS, Paths: []string{"."}, DecisionCacheSize: decisionCacheSize, Logger: slog.New(slog.DiscardHandler),
+		FS: fsys, Paths: []string{"."}, ValidationQuery: policies.ValidationQuery,
+		DecisionCacheSize: decisionCacheSize, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		tb.Fatal(err)

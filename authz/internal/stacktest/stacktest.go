@@ -1,13 +1,17 @@
 // Package stacktest assembles, for tests, the real parts a check goes through before the server: a development
-// issuer whose key set is served over HTTP, and a token verifier that trusts it.
+// issuer whose key set is served over HTTP, a token verifier that trusts it, and the shipped policy library with
+// routes of a test's own.
 package stacktest
 
 import (
 	"context"
+	"io/fs"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -16,6 +20,7 @@ import (
 	"github.com/finauthz/authz/authz/envoyreq"
 	"github.com/finauthz/authz/authz/internal/polltest"
 	"github.com/finauthz/authz/authz/token"
+	"github.com/finauthz/authz/policies"
 )
 
 // Issuer opens a development issuer with a new key in a temporary directory and serves its key set over HTTP
@@ -75,4 +80,28 @@ func Request(tb testing.TB, url string, headers ...string) *authv3.CheckRequest 
 		tb.Fatal(err)
 	}
 	return req
+}
+
+// Policies is the shipped policy library (policies.FS) with routes put at the front of its route table: YAML list
+// items indented as in routes.yaml ("    - id: ...").
+func Policies(tb testing.TB, routes string) fstest.MapFS {
+	tb.Helper()
+	fsys := fstest.MapFS{}
+	err := fs.WalkDir(policies.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(policies.FS, path)
+		fsys[path] = &fstest.MapFile{Data: data}
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	head, tail, ok := strings.Cut(string(fsys["routes.yaml"].Data), "  routes:\n")
+	if !ok {
+		tb.Fatal("routes.yaml has no routes: list")
+	}
+	fsys["routes.yaml"].Data = []byte(head + "  routes:\n" + routes + tail)
+	return fsys
 }
