@@ -9,9 +9,10 @@
 // the rest of it, the bearer token included.
 //
 // Unmarshal only takes that path for encodings it fully understands: every field known, with its expected wire
-// type, valid UTF-8 in every string, no singular message sent twice (which protobuf merges). Anything else, such
-// as metadata with content, raw header maps or fields of a newer Envoy, is decoded by proto.Unmarshal itself, so
-// the result and the error are always proto.Unmarshal's.
+// type, valid UTF-8 in every string, no singular message sent twice (which protobuf merges). That includes the
+// metadata contexts' filter metadata (google.protobuf.Struct values, such as a risk engine's score) up to a nesting
+// depth. Anything else, such as typed metadata (Any values), raw header maps or fields of a newer Envoy, is decoded
+// by proto.Unmarshal itself, so the result and the error are always proto.Unmarshal's.
 package checkwire
 
 import (
@@ -49,8 +50,9 @@ func Unmarshal(b []byte, req *authv3.CheckRequest) error {
 // decoder reads one encoding. Its methods take the bounds of the message they read in b, and report false for
 // anything outside the direct path.
 type decoder struct {
-	b []byte
-	a *messages
+	b     []byte
+	a     *messages
+	depth int // nesting of the Struct and ListValue being read (metadata.go)
 }
 
 // messages are the messages of a typical check, allocated together.
@@ -124,10 +126,6 @@ func once[M any](field **M, m *M, read func(m *M, start, stop int) bool, start, 
 	return read(m, start, stop)
 }
 
-// empty reads a metadata context, which is on the direct path only empty, as Envoy sends it unless configured to
-// forward metadata (then it holds Struct and Any values).
-func empty(_ *corev3.Metadata, start, stop int) bool { return start == stop }
-
 func (d *decoder) checkRequest() (*authv3.AttributeContext, bool) {
 	var attrs *authv3.AttributeContext
 	for i, end := 0, len(d.b); i < end; {
@@ -173,9 +171,9 @@ func (d *decoder) attributeContext(m *authv3.AttributeContext, i, end int) bool 
 		case 4:
 			ok = once(&m.Request, &d.a.request, d.request, start, stop)
 		case 11:
-			ok = once(&m.MetadataContext, &d.a.meta[0], empty, start, stop)
+			ok = once(&m.MetadataContext, &d.a.meta[0], d.metadata, start, stop)
 		case 13:
-			ok = once(&m.RouteMetadataContext, &d.a.meta[1], empty, start, stop)
+			ok = once(&m.RouteMetadataContext, &d.a.meta[1], d.metadata, start, stop)
 		case 12:
 			ok = once(&m.TlsSession, new(authv3.AttributeContext_TLSSession), d.tlsSession, start, stop)
 		default:
@@ -409,29 +407,47 @@ func (d *decoder) mapEntry(m *map[string]string, num protowire.Number, typ proto
 	if !ok {
 		return 0, false
 	}
+	k, vtyp, at, ok := d.entry(start, stop)
+	if !ok {
+		return 0, false
+	}
+	var v string
+	if at > 0 {
+		if v, _, ok = d.str(vtyp, at, stop); !ok {
+			return 0, false
+		}
+	}
 	if *m == nil {
 		*m = make(map[string]string, d.count(num, tag, end))
 	}
-	var k, v string
-	for j := start; j < stop; {
-		num, typ, at, ok := d.field(j, stop)
-		if !ok {
-			return 0, false
-		}
-		switch num {
-		case 1:
-			k, j, ok = d.str(typ, at, stop)
-		case 2:
-			v, j, ok = d.str(typ, at, stop)
-		default:
-			return 0, false
-		}
-		if !ok {
-			return 0, false
-		}
-	}
 	(*m)[k] = v
 	return stop, true
+}
+
+// entry reads the map entry in d.b[start:stop]: its string key (the last one if sent twice, as in
+// proto.Unmarshal), and its value's wire type and where the value starts, at 0 when the entry has none. A value
+// sent twice (protobuf keeps the last string, or merges two messages) is off the direct path.
+func (d *decoder) entry(start, stop int) (k string, typ protowire.Type, at int, ok bool) {
+	for j := start; j < stop; {
+		num, t, next, ok := d.field(j, stop)
+		if !ok {
+			return "", 0, 0, false
+		}
+		switch {
+		case num == 1:
+			if k, j, ok = d.str(t, next, stop); !ok {
+				return "", 0, 0, false
+			}
+		case num == 2 && at == 0:
+			typ, at = t, next
+			if j = next + protowire.ConsumeFieldValue(num, t, d.b[next:stop]); j < next {
+				return "", 0, 0, false
+			}
+		default:
+			return "", 0, 0, false
+		}
+	}
+	return k, typ, at, true
 }
 
 // count returns how many length-delimited fields numbered num the message in d.b[i:end] holds, to size a map;

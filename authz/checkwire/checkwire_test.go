@@ -8,6 +8,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -64,6 +65,28 @@ func withEveryField(t testing.TB) *authv3.CheckRequest {
 	return req
 }
 
+// withMetadata is envoyCheck with the metadata a risk engine's filter and the route forward: every kind of Value,
+// nested.
+func withMetadata(t testing.TB) *authv3.CheckRequest {
+	req := envoyCheck(t)
+	risk, err := structpb.NewStruct(map[string]any{
+		"score": 412.5, "band": "medium", "step_up": true, "reason": nil,
+		"signals": []any{"new_device", 3.0, false, nil, map[string]any{"geo": "GB"}, []any{}},
+		"model":   map[string]any{"name": "fraud-v7", "features": map[string]any{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		"com.bank.risk": risk,
+		"empty":         {},
+	}}
+	req.Attributes.RouteMetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		"com.bank.route": {Fields: map[string]*structpb.Value{"api": structpb.NewStringValue("payments")}},
+	}}
+	return req
+}
+
 // parity decodes b with Unmarshal and proto.Unmarshal and fails unless both give the same message or both fail.
 // It reports whether Unmarshal took its direct path.
 func parity(t testing.TB, b []byte) (direct bool) {
@@ -117,10 +140,11 @@ func TestUnmarshalMatchesProto(t *testing.T) {
 			req.Attributes.Source.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_PortValue{}
 			return req
 		}, true},
-		{"metadata with content", func(t testing.TB) *authv3.CheckRequest {
+		{"metadata with content", withMetadata, true},
+		{"typed metadata", func(t testing.TB) *authv3.CheckRequest {
 			req := envoyCheck(t)
-			req.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-				"envoy.filters.http.jwt_authn": {Fields: map[string]*structpb.Value{"sub": structpb.NewStringValue("cust-1")}},
+			req.Attributes.MetadataContext = &corev3.Metadata{TypedFilterMetadata: map[string]*anypb.Any{
+				"risk": {TypeUrl: "type.googleapis.com/google.protobuf.Struct"},
 			}}
 			return req
 		}, false},
@@ -159,6 +183,18 @@ func TestUnmarshalHandMadeEncodings(t *testing.T) {
 	entry := func(k, v string) []byte { return str(str(nil, 1, k), 2, v) }
 	check := func(attrs []byte) []byte { return msg(nil, 1, attrs) }
 	http := func(h []byte) []byte { return check(msg(nil, 4, msg(nil, 2, h))) }
+	// meta is a metadata context whose one namespace "ns" holds the Struct s; field is a Struct's entry k: v.
+	meta := func(s []byte) []byte { return check(msg(nil, 11, msg(nil, 1, msg(str(nil, 1, "ns"), 2, s)))) }
+	field := func(k string, v []byte) []byte { return msg(nil, 1, msg(str(nil, 1, k), 2, v)) }
+	number := protowire.AppendFixed64(protowire.AppendTag(nil, 2, protowire.Fixed64Type), 0x4079c80000000000)
+	// nested is a Value holding depth Structs, each inside the one before; the namespace's Struct is one more.
+	nested := func(depth int) []byte {
+		v := str(nil, 3, "deepest")
+		for range depth {
+			v = msg(nil, 5, field("k", v))
+		}
+		return v
+	}
 
 	tests := []struct {
 		name   string
@@ -180,6 +216,25 @@ func TestUnmarshalHandMadeEncodings(t *testing.T) {
 		{"unknown protocol", check(msg(nil, 1, msg(nil, 1, msg(nil, 1, varint(nil, 1, 7))))), true},
 		{"nanos beyond int32", check(msg(nil, 4, msg(nil, 1, varint(varint(nil, 1, 1<<63), 2, 1<<35+5)))), true},
 
+		{"namespace without a Struct", check(msg(nil, 11, msg(nil, 1, str(nil, 1, "ns")))), true},
+		{"Struct entry without a Value", meta(msg(nil, 1, str(nil, 1, "k"))), true},
+		{"Struct entry without a key", meta(field("", number)), true},
+		{"empty Value", meta(field("k", nil)), true},
+		{"null value out of the enum's range", meta(field("k", varint(nil, 1, 1<<40+3))), true},
+		{"bool other than 0 or 1", meta(field("k", varint(nil, 4, 7))), true},
+		{"Struct key sent twice: the last wins", meta(append(field("k", number), field("k", str(nil, 3, "s"))...)), true},
+		{"Structs nested to the limit", meta(field("k", nested(maxStructDepth-1))), true},
+
+		{"Value kind sent twice: proto keeps the last", meta(field("k", str(number, 3, "s"))), false},
+		{"Struct value sent twice: proto merges", meta(field("k", msg(msg(nil, 5, field("a", number)), 5, field("b", number)))), false},
+		{"Struct sent twice in a namespace: proto merges", check(msg(nil, 11, msg(nil, 1, msg(msg(str(nil, 1, "ns"), 2, nil), 2, nil)))), false},
+		{"number with the wrong wire type", meta(field("k", varint(nil, 2, 1))), false},
+		{"unknown field in a Value", meta(field("k", str(nil, 7, "x"))), false},
+		{"invalid UTF-8 in a Struct key", meta(field("k\xff", number)), false},
+		{"invalid UTF-8 in a string value", meta(field("k", str(nil, 3, "\xc3"))), false},
+		{"Structs nested past the limit", meta(field("k", nested(maxStructDepth))), false},
+
+		{"map entry value sent twice: proto keeps the last", http(msg(nil, 3, str(entry("k", "1"), 2, "2"))), false},
 		{"message sent twice: proto merges", check(msg(msg(nil, 1, str(nil, 2, "a")), 1, str(nil, 4, "p"))), false},
 		{"attributes sent twice", append(check(nil), check(msg(nil, 2, nil))...), false},
 		{"unknown field", http(str(nil, 99, "x")), false},
@@ -234,30 +289,37 @@ func TestUnmarshalResets(t *testing.T) {
 func FuzzUnmarshal(f *testing.F) {
 	f.Add(marshal(f, envoyCheck(f)))
 	f.Add(marshal(f, withEveryField(f)))
+	f.Add(marshal(f, withMetadata(f)))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		parity(t, b)
 	})
 }
 
+// BenchmarkUnmarshal decodes a typical check, and one carrying withMetadata's metadata (a risk engine's Struct),
+// with Unmarshal and with proto.Unmarshal.
 func BenchmarkUnmarshal(b *testing.B) {
-	enc := marshal(b, envoyCheck(b))
-	b.Run("checkwire", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var req authv3.CheckRequest
-			if err := Unmarshal(enc, &req); err != nil {
-				b.Fatal(err)
-			}
+	for _, tc := range []struct {
+		suffix string
+		req    func(testing.TB) *authv3.CheckRequest
+	}{{"", envoyCheck}, {"-metadata", withMetadata}} {
+		enc := marshal(b, tc.req(b))
+		for _, dec := range []struct {
+			name      string
+			unmarshal func([]byte, *authv3.CheckRequest) error
+		}{
+			{"checkwire", Unmarshal},
+			{"proto", func(b []byte, req *authv3.CheckRequest) error { return proto.Unmarshal(b, req) }},
+		} {
+			b.Run(dec.name+tc.suffix, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					var req authv3.CheckRequest
+					if err := dec.unmarshal(enc, &req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
-	})
-	b.Run("proto", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var req authv3.CheckRequest
-			if err := proto.Unmarshal(enc, &req); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	}
 }

@@ -226,7 +226,7 @@ func (m *Metrics) WatchCheckDecoding(fallbacks func() uint64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "authz_check_request_decode_fallbacks_total",
 		Help: "CheckRequests decoded by the generic protobuf decoder because they held something the direct decoder " +
-			"does not know (metadata with content, raw header maps, fields of a newer Envoy): more CPU, the same result.",
+			"does not know (typed metadata, raw header maps, fields of a newer Envoy): more CPU, the same result.",
 	}, func() float64 { return float64(fallbacks()) }))
 }
 
