@@ -109,11 +109,17 @@ func (d *decoder) str(typ protowire.Type, i, end int) (string, int, bool) {
 	if !ok {
 		return "", 0, false
 	}
-	b := d.b[start:next]
+	s, ok := d.text(start, next)
+	return s, next, ok
+}
+
+// text is the string in d.b[start:stop], which must be valid UTF-8 as proto3 requires.
+func (d *decoder) text(start, stop int) (string, bool) {
+	b := d.b[start:stop]
 	if !utf8.Valid(b) {
-		return "", 0, false
+		return "", false
 	}
-	return string(b), next, true
+	return string(b), true
 }
 
 // once sets the singular message field *field to m and reads m from d.b[start:stop] with read. A message field
@@ -407,13 +413,13 @@ func (d *decoder) mapEntry(m *map[string]string, num protowire.Number, typ proto
 	if !ok {
 		return 0, false
 	}
-	k, vtyp, at, ok := d.entry(start, stop)
+	k, vstart, vstop, ok := d.entry(start, stop)
 	if !ok {
 		return 0, false
 	}
 	var v string
-	if at > 0 {
-		if v, _, ok = d.str(vtyp, at, stop); !ok {
+	if vstart > 0 {
+		if v, ok = d.text(vstart, vstop); !ok {
 			return 0, false
 		}
 	}
@@ -425,29 +431,29 @@ func (d *decoder) mapEntry(m *map[string]string, num protowire.Number, typ proto
 }
 
 // entry reads the map entry in d.b[start:stop]: its string key (the last one if sent twice, as in
-// proto.Unmarshal), and its value's wire type and where the value starts, at 0 when the entry has none. A value
-// sent twice (protobuf keeps the last string, or merges two messages) is off the direct path.
-func (d *decoder) entry(start, stop int) (k string, typ protowire.Type, at int, ok bool) {
+// proto.Unmarshal), and the bounds of its value, which is length-delimited (a string or a message); vstart is 0
+// when the entry has none. A value sent twice (protobuf keeps the last string, or merges two messages) is off the
+// direct path.
+func (d *decoder) entry(start, stop int) (k string, vstart, vstop int, ok bool) {
 	for j := start; j < stop; {
-		num, t, next, ok := d.field(j, stop)
+		num, typ, next, ok := d.field(j, stop)
 		if !ok {
 			return "", 0, 0, false
 		}
 		switch {
 		case num == 1:
-			if k, j, ok = d.str(t, next, stop); !ok {
-				return "", 0, 0, false
-			}
-		case num == 2 && at == 0:
-			typ, at = t, next
-			if j = next + protowire.ConsumeFieldValue(num, t, d.b[next:stop]); j < next {
-				return "", 0, 0, false
-			}
+			k, j, ok = d.str(typ, next, stop)
+		case num == 2 && vstart == 0:
+			vstart, vstop, ok = d.span(typ, next, stop)
+			j = vstop
 		default:
+			ok = false
+		}
+		if !ok {
 			return "", 0, 0, false
 		}
 	}
-	return k, typ, at, true
+	return k, vstart, vstop, true
 }
 
 // count returns how many length-delimited fields numbered num the message in d.b[i:end] holds, to size a map;

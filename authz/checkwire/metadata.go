@@ -79,21 +79,17 @@ func (d *decoder) each(i, end int, read func(tag, start, stop int) bool) bool {
 // message holds. A missing value is an empty message, as in proto.Unmarshal. (The value's reader is chosen by type,
 // not passed as a function: a call through a function value would move the decoder to the heap for every check.)
 func messageEntry[M structpb.Struct | structpb.Value](d *decoder, m *map[string]*M, tag, start, stop, end int) bool {
-	k, typ, at, ok := d.entry(start, stop)
+	k, vstart, vstop, ok := d.entry(start, stop)
 	if !ok {
 		return false
 	}
 	v := new(M)
-	if at > 0 {
-		s, e, ok := d.span(typ, at, stop)
-		if !ok {
-			return false
-		}
+	if vstart > 0 {
 		switch v := any(v).(type) {
 		case *structpb.Struct:
-			ok = d.structValue(v, s, e)
+			ok = d.structValue(v, vstart, vstop)
 		case *structpb.Value:
-			ok = d.value(v, s, e)
+			ok = d.value(v, vstart, vstop)
 		}
 		if !ok {
 			return false
